@@ -1,0 +1,1 @@
+"""Sub-commands of the `musicvae` CLI; each module defines `register(subparsers)`."""

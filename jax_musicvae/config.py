@@ -1,0 +1,207 @@
+"""Typed model and loss configuration shared by the Flax model and the torch reference.
+
+Framework-free on purpose: `torch_reference` imports this module, and it must never
+pull in jax. Every field is validated on construction so that a wrong value fails
+with a message naming the field, not deep inside a traced function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal, TypeVar
+
+Cell = Literal["lstm", "gru"]
+Conditioning = Literal["none", "encoder", "latent", "decoder"]
+Wiring = Literal["original", "magenta"]
+ReconLoss = Literal["categorical", "bernoulli"]
+SamplingSchedule = Literal["teacher_forcing", "constant", "exponential", "inverse_sigmoid"]
+
+CELLS = ("lstm", "gru")
+CONDITIONINGS = ("none", "encoder", "latent", "decoder")
+WIRINGS = ("original", "magenta")
+RECON_LOSSES = ("categorical", "bernoulli")
+SAMPLING_SCHEDULES = ("teacher_forcing", "constant", "exponential", "inverse_sigmoid")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the conditioned MusicVAE (see docs/architecture.md).
+
+    `latent_size` is the size of the latent code the decoder receives. With
+    conditioning `decoder` the encoder produces `latent_size - 1` dimensions and the
+    danceability c is the last one; with `latent` c is appended to mu as one more
+    dimension whose noise scale is `latent_condition_sigma`.
+    """
+
+    cell: Cell = "lstm"
+    encoder_hidden: int = 256
+    encoder_layers: int = 2
+    decoder_hidden: int = 256
+    decoder_layers: int = 2
+    latent_size: int = 128
+    num_bars: int = 16
+    steps_per_bar: int = 16
+    input_depth: int = 90
+    dropout: float = 0.0
+    conditioning: Conditioning = "none"
+    latent_condition_sigma: float = 0.0
+    wiring: Wiring = "magenta"
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check_choice("cell", self.cell, CELLS)
+        _check_choice("conditioning", self.conditioning, CONDITIONINGS)
+        _check_choice("wiring", self.wiring, WIRINGS)
+        _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        for name in (
+            "encoder_hidden",
+            "encoder_layers",
+            "decoder_hidden",
+            "decoder_layers",
+            "latent_size",
+            "num_bars",
+            "steps_per_bar",
+            "input_depth",
+        ):
+            _check_positive(name, getattr(self, name))
+        if self.conditioning == "decoder" and self.latent_size < 2:
+            raise ConfigError("latent_size must be >= 2 with conditioning='decoder'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        if self.latent_condition_sigma < 0.0:
+            raise ConfigError("latent_condition_sigma must be >= 0")
+
+    @property
+    def sequence_length(self) -> int:
+        return self.num_bars * self.steps_per_bar
+
+    @property
+    def gates(self) -> int:
+        """Number of stacked gate blocks in the fused weight matrices."""
+        return 4 if self.cell == "lstm" else 3
+
+    @property
+    def hierarchical(self) -> bool:
+        """The original wiring always has a conductor; magenta's is flat for one bar."""
+        return self.wiring == "original" or self.num_bars > 1
+
+    @property
+    def encoded_size(self) -> int:
+        """Dimensions produced by the mu and sigma heads."""
+        return self.latent_size - 1 if self.conditioning == "decoder" else self.latent_size
+
+    @property
+    def head_input_size(self) -> int:
+        """Input size of the mu and sigma heads (c is appended for `encoder`)."""
+        return 2 * self.encoder_hidden + (1 if self.conditioning == "encoder" else 0)
+
+    @property
+    def noise_size(self) -> int:
+        """Size of eps: one per encoded dimension, plus the condition's for `latent`."""
+        return self.encoded_size + (1 if self.conditioning == "latent" else 0)
+
+    @property
+    def decoder_latent_size(self) -> int:
+        """Size of the code the decoder is fed (after z_embedding and c, if any)."""
+        if self.wiring == "original":
+            return self.latent_size
+        return self.latent_size + (1 if self.conditioning == "latent" else 0)
+
+    @property
+    def uses_condition(self) -> bool:
+        return self.conditioning != "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """ELBO, free bits and beta schedule (MusicVAE), or the original's Bernoulli loss."""
+
+    recon_loss: ReconLoss = "categorical"
+    target_smoothing: float = 0.0
+    free_bits: float = 0.0
+    max_beta: float = 1.0
+    beta_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("recon_loss", self.recon_loss, RECON_LOSSES)
+        if self.target_smoothing < 0.0:
+            raise ConfigError("target_smoothing must be >= 0 (0 disables it)")
+        if self.target_smoothing and self.recon_loss != "bernoulli":
+            raise ConfigError("target_smoothing applies only to recon_loss='bernoulli'")
+        if self.free_bits < 0.0:
+            raise ConfigError("free_bits must be >= 0")
+        if not 0.0 <= self.beta_rate <= 1.0:
+            raise ConfigError("beta_rate must be in [0, 1]")
+
+    @property
+    def free_nats(self) -> float:
+        return self.free_bits * math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam with exponential learning-rate decay to a floor and global-norm clipping."""
+
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-5
+    decay_rate: float = 0.9999
+    clip_norm: float = 1.0
+    zero_grad_norm: float = 1e4
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0 or self.min_learning_rate < 0:
+            raise ConfigError("learning rates must be positive")
+        if self.clip_norm <= 0 or self.zero_grad_norm <= 0:
+            raise ConfigError("clip_norm and zero_grad_norm must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """Scheduled sampling: probability of feeding back a sample instead of the truth."""
+
+    schedule: SamplingSchedule = "teacher_forcing"
+    rate: float = 0.0
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule", self.schedule, SAMPLING_SCHEDULES)
+        if self.schedule == "inverse_sigmoid" and self.rate < 1.0:
+            raise ConfigError("inverse_sigmoid needs rate=k >= 1")
+        if self.schedule in ("constant", "exponential") and not 0.0 <= self.rate <= 1.0:
+            raise ConfigError(f"{self.schedule} needs rate in [0, 1]")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be > 0")
+
+
+T = TypeVar("T")
+
+
+def replace_checked(config: T, **changes: Any) -> T:
+    """dataclasses.replace that names unknown fields instead of a TypeError."""
+    known = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {type(config).__name__} field(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
