@@ -1,0 +1,1 @@
+"""Framework-free data handling (numpy only): MIDI, representations, datasets, danceability."""
