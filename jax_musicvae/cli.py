@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Sub-command modules, imported lazily so `musicvae --help` stays fast.
-COMMAND_MODULES = ("parity",)
+COMMAND_MODULES = ("parity", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

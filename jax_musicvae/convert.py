@@ -1,0 +1,119 @@
+"""Bit-exact conversion between torch-reference state dicts and Flax parameters.
+
+Both sides store the same numbers: RNN weights are fused in torch's gate order and
+Flax keeps them transposed, linear kernels are [in, out] in Flax and [out, in] in
+torch. So a conversion is a renaming plus transposes, exact in both directions.
+State dicts here are plain `{key: numpy array}` mappings so this module needs no
+torch; `torch_reference` turns tensors into numpy and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from jax_musicvae.config import ModelConfig
+from jax_musicvae.models import MusicVAE
+
+RNN_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+TRANSPOSED = {"w_ih", "w_hh", "kernel"}
+
+
+class ConversionError(ValueError):
+    """A state dict or parameter tree does not match the configuration."""
+
+
+def param_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flat Flax parameter paths -> shapes, without allocating the weights."""
+    model = MusicVAE(config)
+    tokens = jax.ShapeDtypeStruct((1, config.sequence_length), np.int32)
+    condition = jax.ShapeDtypeStruct((1,), np.float32) if config.uses_condition else None
+    variables = jax.eval_shape(lambda t, c: model.init(jax.random.key(0), t, c), tokens, condition)
+    flat = traverse_util.flatten_dict(variables["params"])
+    return {path: tuple(leaf.shape) for path, leaf in flat.items()}
+
+
+def torch_key(path: tuple[str, ...], config: ModelConfig) -> str:
+    """The torch-reference state-dict key of a Flax parameter path."""
+    rnn_name = config.cell
+    *modules, leaf = path
+    if leaf in RNN_NAMES:
+        owner, layer = modules[:-1], modules[-1]
+        suffix = ""
+        if layer.endswith("_fwd"):
+            layer = layer[: -len("_fwd")]
+        elif layer.endswith("_bwd"):
+            layer, suffix = layer[: -len("_bwd")], "_reverse"
+        prefix = {
+            ("encoder", "rnn"): f"encoder.bi{rnn_name}",
+            ("decoder", "conductor"): "decoder.conductor",
+            ("decoder", "core"): f"decoder.{rnn_name}",
+        }[tuple(owner)]
+        return f"{prefix}.{RNN_NAMES[leaf]}_{layer}{suffix}"
+    name = "weight" if leaf == "kernel" else leaf
+    if tuple(modules) in (("encoder", "mu"), ("encoder", "sigma")):
+        return f"{'.'.join(modules)}.{name}"
+    return f"{'.'.join(modules)}.0.{name}"
+
+
+def torch_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Expected torch state-dict keys and shapes for a configuration."""
+    shapes = {}
+    for path, shape in param_shapes(config).items():
+        shapes[torch_key(path, config)] = shape[::-1] if path[-1] in TRANSPOSED else shape
+    return shapes
+
+
+def _check_state_dict(state_dict: Mapping[str, Any], config: ModelConfig) -> None:
+    expected = torch_shapes(config)
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise ConversionError(
+            f"state dict does not match the configuration: missing {missing[:6]}"
+            f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+            f"{'...' if len(unexpected) > 6 else ''}"
+        )
+    for key, shape in expected.items():
+        got = tuple(np.shape(state_dict[key]))
+        if got != shape:
+            raise ConversionError(f"{key} has shape {got}, the configuration needs {shape}")
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], config: ModelConfig) -> dict[str, Any]:
+    """Flax `params` from a torch-reference (or magenta-torch) state dict of arrays."""
+    _check_state_dict(state_dict, config)
+    flat = {}
+    for path in param_shapes(config):
+        value = np.asarray(state_dict[torch_key(path, config)], dtype=np.float32)
+        flat[path] = np.ascontiguousarray(value.T if path[-1] in TRANSPOSED else value)
+    return traverse_util.unflatten_dict(flat)
+
+
+def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, np.ndarray]:
+    """A torch-reference state dict (numpy arrays) from Flax `params`."""
+    flat = traverse_util.flatten_dict(dict(params))
+    expected = param_shapes(config)
+    if set(flat) != set(expected):
+        missing = sorted("/".join(p) for p in set(expected) - set(flat))
+        unexpected = sorted("/".join(p) for p in set(flat) - set(expected))
+        raise ConversionError(
+            f"parameters do not match the configuration: missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}"
+        )
+    state_dict = {}
+    for path, value in flat.items():
+        array = np.asarray(value)
+        if array.shape != expected[path]:
+            raise ConversionError(
+                f"{'/'.join(path)} has shape {array.shape}, the configuration needs "
+                f"{expected[path]}"
+            )
+        state_dict[torch_key(path, config)] = np.ascontiguousarray(
+            array.T if path[-1] in TRANSPOSED else array
+        )
+    return state_dict

@@ -1,0 +1,61 @@
+"""The MusicVAE ELBO with free bits, or the original project's Bernoulli loss."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jax_musicvae.config import LossConfig, ModelConfig
+
+LOG_CLAMP = -100.0  # torch's BCELoss clamps its logarithms here
+
+
+def reconstruction_per_step(logits: jax.Array, tokens: jax.Array, loss: LossConfig) -> jax.Array:
+    """Negative log-likelihood of each step, [B, T], in nats."""
+    depth = logits.shape[-1]
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    one_hot = jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
+    if loss.recon_loss == "categorical":
+        return -jnp.sum(one_hot * log_p, axis=-1)
+    target = jax.nn.softmax(loss.target_smoothing * one_hot) if loss.target_smoothing else one_hot
+    log_not_p = jnp.maximum(jnp.log1p(-jnp.exp(log_p)), LOG_CLAMP)
+    log_p = jnp.maximum(log_p, LOG_CLAMP)
+    return -jnp.sum(target * log_p + (1.0 - target) * log_not_p, axis=-1)
+
+
+def kl_divergence(mu: jax.Array, sigma: jax.Array) -> jax.Array:
+    """KL(N(mu, sigma) || N(0, I)) per example, summed over dimensions."""
+    return 0.5 * jnp.sum(jnp.square(sigma) + jnp.square(mu) - 1.0 - 2.0 * jnp.log(sigma), -1)
+
+
+def elbo_loss(
+    logits: jax.Array,
+    tokens: jax.Array,
+    mu: jax.Array,
+    sigma: jax.Array,
+    loss: LossConfig,
+    model: ModelConfig,
+    beta: float | jax.Array,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics."""
+    if mask is None:
+        mask = jnp.ones(tokens.shape, jnp.float32)
+    recon = jnp.sum(mask * reconstruction_per_step(logits, tokens, loss), axis=-1)
+    kl = kl_divergence(mu[:, : model.encoded_size], sigma[:, : model.encoded_size])
+    kl_cost = jnp.maximum(kl - loss.free_nats, 0.0)
+    total = jnp.mean(recon) + beta * jnp.mean(kl_cost)
+    correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
+    metrics = {
+        "loss": total,
+        "recon": jnp.mean(recon),
+        "kl": jnp.mean(kl),
+        "kl_bits": jnp.mean(kl) / math.log(2.0),
+        "kl_cost": jnp.mean(kl_cost),
+        "beta": jnp.asarray(beta, jnp.float32),
+        "elbo": -jnp.mean(recon + kl),
+        "accuracy": jnp.sum(mask * correct) / jnp.sum(mask),
+    }
+    return total, metrics

@@ -1,0 +1,397 @@
+"""The conditioned MusicVAE as Flax (linen) modules; docs/architecture.md is the contract.
+
+Modules own the parameters; the recurrences are pure functions from `rnn.py`
+running inside `lax.scan`, so the training path has no Python loop over time or
+bars: under teacher forcing and scheduled sampling all U bars of a batch are one
+batch of U*B sequences of S steps once the conductor has run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jax_musicvae import rnn
+from jax_musicvae.config import ModelConfig
+
+Params = dict[str, jax.Array]
+
+
+def check_shape(name: str, value: Any, shape: tuple[int | None, ...]) -> None:
+    """Raise a ValueError naming the argument when its shape is wrong."""
+    try:
+        chex.assert_shape(value, shape)
+    except AssertionError:
+        dims = ", ".join("*" if d is None else str(d) for d in shape)
+        raise ValueError(f"{name} has shape {tuple(jnp.shape(value))}, expected [{dims}]") from None
+
+
+class DenseWeights(nn.Module):
+    """A linear layer's kernel [in, out] and bias, with torch's default init."""
+
+    input_size: int
+    features: int
+
+    @nn.compact
+    def __call__(self) -> Params:
+        init = rnn.torch_uniform(1.0 / math.sqrt(self.input_size))
+        return {
+            "kernel": self.param("kernel", init, (self.input_size, self.features)),
+            "bias": self.param("bias", init, (self.features,)),
+        }
+
+
+def dense(p: Params, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    return rnn.matmul(x, p["kernel"], dtype) + p["bias"]
+
+
+def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
+    """One-hot of tokens shifted right by one step; all zeros at t = 0."""
+    one_hot = jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
+    return jnp.pad(one_hot[:, :-1], ((0, 0), (1, 0), (0, 0)))
+
+
+def _to_bars(x: jax.Array, bars: int) -> jax.Array:
+    """[B, U*S, ...] -> [B*U, S, ...]."""
+    b, t = x.shape[:2]
+    return x.reshape(b * bars, t // bars, *x.shape[2:])
+
+
+class Encoder(nn.Module):
+    """Bidirectional RNN over the one-hot input, then the mu and sigma heads."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        c = self.config
+        self.rnn = rnn.StackWeights(
+            c.input_depth, c.encoder_hidden, c.encoder_layers, c.cell, bidirectional=True
+        )
+        self.mu = DenseWeights(c.head_input_size, c.encoded_size)
+        self.sigma = DenseWeights(c.head_input_size, c.encoded_size)
+
+    def __call__(
+        self, tokens: jax.Array, condition: jax.Array | None, deterministic: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        c = self.config
+        dtype = jnp.dtype(c.compute_dtype)
+        key = None if deterministic or c.dropout == 0.0 else self.make_rng("dropout")
+        x = jax.nn.one_hot(tokens, c.input_depth, dtype=jnp.float32)
+        h_fwd, h_bwd = rnn.run_bidirectional_stack(
+            c.cell, self.rnn(), x, c.encoder_hidden, dtype, c.dropout, key
+        )
+        h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
+        if c.conditioning == "encoder":
+            h = jnp.concatenate([h, condition[:, None]], axis=-1)
+        mu = dense(self.mu(), h, dtype)
+        sigma = jax.nn.softplus(dense(self.sigma(), h, dtype))
+        if c.conditioning == "latent":
+            mu = jnp.concatenate([mu, condition[:, None]], axis=-1)
+            fixed = jnp.full((h.shape[0], 1), c.latent_condition_sigma, jnp.float32)
+            sigma = jnp.concatenate([sigma, fixed], axis=-1)
+        return mu, sigma
+
+
+class Decoder(nn.Module):
+    """Hierarchical (conductor + core) or flat decoder in the `original` or `magenta` wiring."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        c = self.config
+        depth, hidden, layers = c.input_depth, c.decoder_hidden, c.decoder_layers
+        state_size = layers * rnn.carry_size(c.cell) * hidden
+        code = c.decoder_latent_size
+        if c.wiring == "original":
+            self.conductor = rnn.StackWeights(code, hidden, layers, c.cell)
+            self.conductor_embeddings = DenseWeights(hidden, c.latent_size)
+            core_input = depth + c.latent_size
+        elif c.hierarchical:
+            self.conductor = rnn.StackWeights(1, hidden, layers, c.cell)
+            self.conductor_initial_state = DenseWeights(code, state_size)
+            self.core_initial_state = DenseWeights(hidden, state_size)
+            core_input = depth + hidden
+        else:
+            self.core_initial_state = DenseWeights(code, state_size)
+            core_input = depth + code
+        self.core = rnn.StackWeights(core_input, hidden, layers, c.cell)
+        self.out = DenseWeights(hidden, depth)
+
+    @property
+    def _dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.config.compute_dtype)
+
+    def _dropout_key(self, deterministic: bool) -> jax.Array | None:
+        if deterministic or self.config.dropout == 0.0:
+            return None
+        return self.make_rng("dropout")
+
+    def bar_context(
+        self, z_dec: jax.Array, dropout_key: jax.Array | None
+    ) -> tuple[jax.Array, list[rnn.Carry]]:
+        """Per-bar embedding [B, U, E] and core initial carries (arrays [B, U, H])."""
+        c = self.config
+        batch, bars, hidden = z_dec.shape[0], c.num_bars, c.decoder_hidden
+        if c.wiring == "original":
+            inputs = jnp.broadcast_to(z_dec[:, None, :], (batch, bars, z_dec.shape[-1]))
+            zeros = [rnn.zero_carry(c.cell, batch, hidden)] * c.decoder_layers
+            _, top = rnn.run_stack(
+                c.cell, self.conductor(), inputs, zeros, self._dtype, c.dropout, dropout_key
+            )
+            context = jnp.tanh(dense(self.conductor_embeddings(), top, self._dtype))
+            core_init = [
+                rnn.zero_carry(c.cell, batch * bars, hidden) for _ in range(c.decoder_layers)
+            ]
+            return context, [tuple(a.reshape(batch, bars, hidden) for a in cr) for cr in core_init]
+        if c.hierarchical:
+            initial = jnp.tanh(dense(self.conductor_initial_state(), z_dec, self._dtype))
+            carries = rnn.carries_from_vector(c.cell, initial, c.decoder_layers, hidden)
+            inputs = jnp.zeros((batch, bars, 1), jnp.float32)
+            _, context = rnn.run_stack(
+                c.cell, self.conductor(), inputs, carries, self._dtype, c.dropout, dropout_key
+            )
+        else:
+            context = z_dec[:, None, :]
+        core_state = jnp.tanh(dense(self.core_initial_state(), context, self._dtype))
+        return context, rnn.carries_from_vector(c.cell, core_state, c.decoder_layers, hidden)
+
+    def teacher_forced(self, tokens: jax.Array, z_dec: jax.Array, deterministic: bool) -> jax.Array:
+        """Logits [B, T, D] with the true previous token fed at every step."""
+        c = self.config
+        key = self._dropout_key(deterministic)
+        conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
+        context, core_init = self.bar_context(z_dec, conductor_key)
+        batch, bars, steps = tokens.shape[0], c.num_bars, c.steps_per_bar
+        previous = _to_bars(previous_token_inputs(tokens, c.input_depth), bars)
+        context = context.reshape(batch * bars, 1, -1)
+        inputs = jnp.concatenate(
+            [previous, jnp.broadcast_to(context, (batch * bars, steps, context.shape[-1]))], -1
+        )
+        carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
+        _, top = rnn.run_stack(
+            c.cell, self.core(), inputs, carries, self._dtype, c.dropout, core_key
+        )
+        logits = dense(self.out(), top, self._dtype)
+        return logits.reshape(batch, bars * steps, c.input_depth)
+
+    def scheduled(
+        self,
+        tokens: jax.Array,
+        z_dec: jax.Array,
+        sampling_probability: jax.Array,
+        choose_noise: jax.Array,
+        gumbel: jax.Array,
+        temperature: float,
+        deterministic: bool,
+    ) -> dict[str, jax.Array]:
+        """Scheduled sampling, bars batched: within a bar, feed back a sample with prob. p."""
+        c = self.config
+        key = self._dropout_key(deterministic)
+        conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
+        context, core_init = self.bar_context(z_dec, conductor_key)
+        batch, bars, steps, depth = tokens.shape[0], c.num_bars, c.steps_per_bar, c.input_depth
+        rows = batch * bars
+        truth = _to_bars(previous_token_inputs(tokens, depth), bars)
+        not_bar_start = (jnp.arange(c.sequence_length) % steps) != 0
+        fed_back = (choose_noise < sampling_probability) & not_bar_start[None, :]
+        context = context.reshape(rows, -1)
+        carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
+        stack, out = self.core(), self.out()
+        time_major = (
+            jnp.swapaxes(truth, 0, 1),
+            jnp.swapaxes(_to_bars(fed_back, bars), 0, 1),
+            jnp.swapaxes(_to_bars(gumbel, bars), 0, 1),
+            jnp.arange(steps),
+        )
+
+        def step(state, xs):
+            carries, sampled_prev = state
+            truth_t, feed_t, gumbel_t, s = xs
+            previous = jnp.where(feed_t[:, None], sampled_prev, truth_t)
+            step_key = None if core_key is None else jax.random.fold_in(core_key, s)
+            carries, top = rnn.stack_step(
+                c.cell,
+                stack,
+                jnp.concatenate([previous, context], -1),
+                carries,
+                self._dtype,
+                c.dropout,
+                step_key,
+            )
+            logits = dense(out, top, self._dtype)
+            sampled = jnp.argmax(jax.lax.stop_gradient(logits) / temperature + gumbel_t, -1)
+            return (carries, jax.nn.one_hot(sampled, depth)), (logits, sampled)
+
+        initial = (carries, jnp.zeros((rows, depth), jnp.float32))
+        _, (logits, sampled) = jax.lax.scan(step, initial, time_major)
+        return {
+            "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, c.sequence_length, depth),
+            "sampled": jnp.swapaxes(sampled, 0, 1).reshape(batch, c.sequence_length),
+            "fed_back": fed_back,
+        }
+
+    def generate(
+        self, z_dec: jax.Array, gumbel: jax.Array | None, temperature: float
+    ) -> dict[str, jax.Array]:
+        """Free-running decoding; bar u starts from the last token of bar u-1."""
+        c = self.config
+        batch, bars, steps, depth = z_dec.shape[0], c.num_bars, c.steps_per_bar, c.input_depth
+        context, core_init = self.bar_context(z_dec, None)
+        stack, out = self.core(), self.out()
+        if gumbel is None:
+            noise = jnp.zeros((bars, steps, batch, depth), jnp.float32)
+        else:
+            noise = jnp.transpose(gumbel.reshape(batch, bars, steps, depth), (1, 2, 0, 3))
+        per_bar = (
+            jnp.swapaxes(context, 0, 1),
+            [tuple(jnp.swapaxes(a, 0, 1) for a in cr) for cr in core_init],
+            noise,
+        )
+        scale = 1.0 if gumbel is None else 1.0 / temperature
+
+        def bar(previous, xs):
+            context_u, carries, noise_u = xs
+
+            def step(state, noise_t):
+                carries, previous = state
+                x = jnp.concatenate([previous, context_u], -1)
+                carries, top = rnn.stack_step(c.cell, stack, x, carries, self._dtype)
+                logits = dense(out, top, self._dtype)
+                token = jnp.argmax(logits * scale + noise_t, -1)
+                return (carries, jax.nn.one_hot(token, depth)), (logits, token)
+
+            (_, previous), outputs = jax.lax.scan(step, (carries, previous), noise_u)
+            return previous, outputs
+
+        start = jnp.zeros((batch, depth), jnp.float32)
+        _, (logits, tokens) = jax.lax.scan(bar, start, per_bar)
+        return {
+            "tokens": jnp.transpose(tokens, (2, 0, 1)).reshape(batch, bars * steps),
+            "logits": jnp.transpose(logits, (2, 0, 1, 3)).reshape(batch, bars * steps, depth),
+        }
+
+
+class MusicVAE(nn.Module):
+    """Encoder, latent code (with the danceability condition) and decoder."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        c = self.config
+        self.encoder = Encoder(c)
+        if c.wiring == "original":
+            self.z_embedding = DenseWeights(c.noise_size, c.encoded_size)
+        self.decoder = Decoder(c)
+
+    def _check_condition(self, condition: jax.Array | None, batch: int) -> None:
+        if self.config.uses_condition:
+            if condition is None:
+                raise ValueError(
+                    f"condition (danceability, shape [{batch}]) is required with "
+                    f"conditioning={self.config.conditioning!r}"
+                )
+            check_shape("condition", condition, (batch,))
+
+    def _check_tokens(self, tokens: jax.Array) -> None:
+        c = self.config
+        check_shape("tokens", tokens, (None, c.sequence_length))
+        if not jnp.issubdtype(jnp.asarray(tokens).dtype, jnp.integer):
+            raise ValueError(f"tokens must be integers, got {jnp.asarray(tokens).dtype}")
+        if not isinstance(tokens, jax.core.Tracer):
+            low, high = int(jnp.min(tokens)), int(jnp.max(tokens))
+            if low < 0 or high >= c.input_depth:
+                raise ValueError(
+                    f"tokens must lie in [0, {c.input_depth}), found values in [{low}, {high}]"
+                )
+
+    def encode(
+        self, tokens: jax.Array, condition: jax.Array | None = None, deterministic: bool = True
+    ) -> tuple[jax.Array, jax.Array]:
+        """mu and sigma, both [B, noise_size]."""
+        self._check_tokens(tokens)
+        self._check_condition(condition, tokens.shape[0])
+        return self.encoder(tokens, condition, deterministic)
+
+    def decoder_code(self, z: jax.Array, condition: jax.Array | None = None) -> jax.Array:
+        """What the decoder is fed: z_embedding (original wiring) and c for `decoder`."""
+        c = self.config
+        check_shape("z", z, (None, c.noise_size))
+        self._check_condition(condition, z.shape[0])
+        code = z
+        if c.wiring == "original":
+            code = jnp.tanh(dense(self.z_embedding(), z, jnp.dtype(c.compute_dtype)))
+        if c.conditioning == "decoder":
+            code = jnp.concatenate([code, condition[:, None]], axis=-1)
+        return code
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        condition: jax.Array | None = None,
+        eps: jax.Array | None = None,
+        sampling_probability: float | jax.Array = 0.0,
+        choose_noise: jax.Array | None = None,
+        gumbel: jax.Array | None = None,
+        temperature: float = 1.0,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        """Encode, sample z = mu + sigma * eps and decode with the true or sampled inputs.
+
+        Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
+        scheduled sampling with probability `sampling_probability` (which may be traced).
+        """
+        c = self.config
+        mu, sigma = self.encode(tokens, condition, deterministic)
+        batch = tokens.shape[0]
+        if eps is None:
+            eps = jnp.zeros_like(mu)
+        check_shape("eps", eps, (batch, c.noise_size))
+        z = mu + sigma * eps
+        z_dec = self.decoder_code(z, condition)
+        result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        if choose_noise is None:
+            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, deterministic)
+            return result
+        if gumbel is None:
+            raise ValueError("scheduled sampling needs both choose_noise and gumbel")
+        check_shape("choose_noise", choose_noise, (batch, c.sequence_length))
+        check_shape("gumbel", gumbel, (batch, c.sequence_length, c.input_depth))
+        result.update(
+            self.decoder.scheduled(
+                tokens,
+                z_dec,
+                sampling_probability,
+                choose_noise,
+                gumbel,
+                temperature,
+                deterministic,
+            )
+        )
+        return result
+
+    def generate(
+        self,
+        z: jax.Array,
+        condition: jax.Array | None = None,
+        temperature: float = 1.0,
+        gumbel: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        """Free-running tokens [B, T] from z [B, noise_size]; argmax without gumbel noise."""
+        c = self.config
+        z_dec = self.decoder_code(z, condition)
+        if gumbel is not None:
+            check_shape("gumbel", gumbel, (z.shape[0], c.sequence_length, c.input_depth))
+        return self.decoder.generate(z_dec, gumbel, temperature)
+
+
+def init_params(config: ModelConfig, key: jax.Array, batch: int = 1) -> dict[str, Any]:
+    """Parameters of a fresh model (float32), created by tracing a teacher-forced pass."""
+    model = MusicVAE(config)
+    tokens = jnp.zeros((batch, config.sequence_length), jnp.int32)
+    condition = jnp.zeros((batch,), jnp.float32) if config.uses_condition else None
+    return model.init(key, tokens, condition)["params"]

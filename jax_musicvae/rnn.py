@@ -1,0 +1,217 @@
+"""LSTM and GRU recurrences with torch's exact equations, as pure functions.
+
+Weights are fused in torch's gate order (LSTM i|f|g|o, GRU r|z|n) and stored
+transposed (`w_ih [in, G*H]`, `w_hh [H, G*H]`), so converting a torch state dict
+is a transpose. The time loops are `lax.scan`s; the input projection of a whole
+sequence is one matmul outside the loop, only `h @ w_hh` runs per step.
+
+A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, jax.Array]
+Carry = tuple[jax.Array, ...]
+
+
+def gate_count(cell: str) -> int:
+    return 4 if cell == "lstm" else 3
+
+
+def carry_size(cell: str) -> int:
+    """Number of [B, H] arrays in one layer's state."""
+    return 2 if cell == "lstm" else 1
+
+
+def torch_uniform(bound: float):
+    """torch's default RNN/Linear init, U(-bound, bound)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def matmul(x: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """x @ w computed in `dtype` (e.g. bf16) with a float32 result."""
+    return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+class CellWeights(nn.Module):
+    """Creates one layer's fused weights and returns them for the pure recurrences."""
+
+    input_size: int
+    hidden: int
+    cell: str
+
+    @nn.compact
+    def __call__(self) -> Params:
+        width = gate_count(self.cell) * self.hidden
+        init = torch_uniform(1.0 / math.sqrt(self.hidden))
+        return {
+            "w_ih": self.param("w_ih", init, (self.input_size, width)),
+            "w_hh": self.param("w_hh", init, (self.hidden, width)),
+            "b_ih": self.param("b_ih", init, (width,)),
+            "b_hh": self.param("b_hh", init, (width,)),
+        }
+
+
+class StackWeights(nn.Module):
+    """Weights of a stack of layers (`l{k}`, or `l{k}_fwd`/`l{k}_bwd` if bidirectional)."""
+
+    input_size: int
+    hidden: int
+    layers: int
+    cell: str
+    bidirectional: bool = False
+
+    @nn.compact
+    def __call__(self) -> list[dict[str, Params]]:
+        stack = []
+        width = 2 * self.hidden if self.bidirectional else self.hidden
+        for k in range(self.layers):
+            in_size = self.input_size if k == 0 else width
+            if self.bidirectional:
+                stack.append(
+                    {
+                        d: CellWeights(in_size, self.hidden, self.cell, name=f"l{k}_{d}")()
+                        for d in ("fwd", "bwd")
+                    }
+                )
+            else:
+                stack.append({"uni": CellWeights(in_size, self.hidden, self.cell, name=f"l{k}")()})
+        return stack
+
+
+def zero_carry(cell: str, batch: int, hidden: int) -> Carry:
+    return tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(carry_size(cell)))
+
+
+def carries_from_vector(cell: str, vector: jax.Array, layers: int, hidden: int) -> list[Carry]:
+    """Split [B, layers*k*H] into per-layer carries: layer 0 (h, c), layer 1 (h, c), ..."""
+    k = carry_size(cell)
+    chunks = jnp.split(vector, layers * k, axis=-1)
+    return [tuple(chunks[layer * k : (layer + 1) * k]) for layer in range(layers)]
+
+
+def input_projection(p: Params, xs: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    return matmul(xs, p["w_ih"], dtype) + p["b_ih"]
+
+
+def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
+    """One time step given the already projected input x W_ih + b_ih."""
+    h = carry[0]
+    h_proj = matmul(h, p["w_hh"], dtype) + p["b_hh"]
+    if cell == "lstm":
+        i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry[1] + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return (jax.nn.sigmoid(o) * jnp.tanh(c), c)
+    x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    return ((1.0 - z) * n + z * h,)
+
+
+def run_layer(
+    cell: str,
+    p: Params,
+    xs: jax.Array,
+    carry: Carry,
+    dtype: jnp.dtype,
+    reverse: bool = False,
+    unroll: int = 1,
+) -> tuple[Carry, jax.Array]:
+    """Run one layer over xs [B, T, in]; returns (final carry, outputs [B, T, H])."""
+    x_proj = jnp.swapaxes(input_projection(p, xs, dtype), 0, 1)
+
+    def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
+        carry = cell_step(cell, p, x_t, carry, dtype)
+        return carry, carry[0]
+
+    carry, ys = jax.lax.scan(step, carry, x_proj, reverse=reverse, unroll=unroll)
+    return carry, jnp.swapaxes(ys, 0, 1)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity when key is None or rate is 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def run_stack(
+    cell: str,
+    stack: Sequence[dict[str, Params]],
+    xs: jax.Array,
+    carries: Sequence[Carry],
+    dtype: jnp.dtype,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> tuple[list[Carry], jax.Array]:
+    """A unidirectional stack over a whole sequence, layer by layer."""
+    finals = []
+    for k, layer in enumerate(stack):
+        if k > 0:
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
+            xs = dropout(xs, dropout_rate, key)
+        carry, xs = run_layer(cell, layer["uni"], xs, carries[k], dtype)
+        finals.append(carry)
+    return finals, xs
+
+
+def run_bidirectional_stack(
+    cell: str,
+    stack: Sequence[dict[str, Params]],
+    xs: jax.Array,
+    hidden: int,
+    dtype: jnp.dtype,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd)."""
+    batch = xs.shape[0]
+    h_fwd = h_bwd = None
+    for k, layer in enumerate(stack):
+        if k > 0:
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
+            xs = dropout(xs, dropout_rate, key)
+        fwd_carry, fwd = run_layer(cell, layer["fwd"], xs, zero_carry(cell, batch, hidden), dtype)
+        bwd_carry, bwd = run_layer(
+            cell, layer["bwd"], xs, zero_carry(cell, batch, hidden), dtype, reverse=True
+        )
+        xs = jnp.concatenate([fwd, bwd], axis=-1)
+        h_fwd, h_bwd = fwd_carry[0], bwd_carry[0]
+    return h_fwd, h_bwd
+
+
+def stack_step(
+    cell: str,
+    stack: Sequence[dict[str, Params]],
+    x: jax.Array,
+    carries: Sequence[Carry],
+    dtype: jnp.dtype,
+    dropout_rate: float = 0.0,
+    dropout_key: jax.Array | None = None,
+) -> tuple[list[Carry], jax.Array]:
+    """One time step through every layer of a unidirectional stack."""
+    new = []
+    for k, layer in enumerate(stack):
+        if k > 0:
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
+            x = dropout(x, dropout_rate, key)
+        carry = cell_step(
+            cell, layer["uni"], input_projection(layer["uni"], x, dtype), carries[k], dtype
+        )
+        new.append(carry)
+        x = carry[0]
+    return new, x
