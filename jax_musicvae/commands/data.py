@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     # Imported here so that `musicvae --help` does not load numpy and symusic.
-    from jax_musicvae.data.dataset import BuildError, BuildSettings, build_dataset
+    from jax_musicvae.data.dataset import BuildSettings, build_dataset
 
     danceability = args.danceability
     if danceability is None and not args.source.startswith("corpus:"):
@@ -107,7 +107,7 @@ def run_build(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (BuildError, ValueError) as e:
+    except (RuntimeError, ValueError) as e:  # BuildError, SpotifyError, TableError
         logger.error("%s", e)
         return 1
     counts = result.manifest["counts"]

@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tqdm
@@ -46,6 +46,9 @@ import tqdm
 from jax_musicvae.data import midi_io, windows
 from jax_musicvae.data.representations import STEPS_PER_BAR, get_representation
 from jax_musicvae.data.types import SongInfo, SongRhythm
+
+if TYPE_CHECKING:
+    from jax_musicvae.data.danceability import DanceabilitySource
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +64,6 @@ _DUPLICATE_SUFFIX = re.compile(r"\.\d+$")
 
 class BuildError(RuntimeError):
     """The build cannot start or produced nothing usable."""
-
-
-class DanceabilitySource(Protocol):
-    def values(
-        self, songs: list[SongInfo], rhythms: dict[str, SongRhythm]
-    ) -> dict[str, float | None]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +133,7 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jax-musicvae"
+    return Path(base) / "jax_musicvae"
 
 
 # ---------------------------------------------------------------- discovery
