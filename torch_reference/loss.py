@@ -1,0 +1,96 @@
+"""ELBO with free bits (MusicVAE), or the original project's Bernoulli reconstruction.
+
+Per example b, then batch mean, exactly as docs/architecture.md ("Loss").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from jax_musicvae.config import LossConfig, ModelConfig
+
+_LOG_CLAMP = -100.0  # torch BCELoss's clamp, kept for the original's loss
+
+
+def _bernoulli_terms(logits: Tensor, tokens: Tensor, target_smoothing: float) -> Tensor:
+    """-(y log p + (1-y) log(1-p)) per step and class, logs clamped at -100: [B, T, D].
+
+    log(1-p) = log1p(-p) is finite for every float32 p < 1 (>= about -16.6), so the
+    clamp only bites where p rounds to exactly 1; there the value is -100 and the
+    gradient is taken as 0 (the naive clamp(log1p(-p)) would give 0 * inf = NaN).
+    """
+    depth = logits.shape[-1]
+    y = F.one_hot(tokens, depth).to(logits.dtype)
+    if target_smoothing > 0:
+        y = torch.softmax(target_smoothing * y, dim=-1)
+    log_p = torch.clamp(F.log_softmax(logits, dim=-1), min=_LOG_CLAMP)
+    p = torch.softmax(logits, dim=-1)
+    saturated = p >= 1.0
+    safe_p = torch.where(saturated, torch.zeros_like(p), p)
+    log_1mp = torch.where(saturated, torch.full_like(p, _LOG_CLAMP), torch.log1p(-safe_p))
+    log_1mp = torch.clamp(log_1mp, min=_LOG_CLAMP)
+    return -(y * log_p + (1.0 - y) * log_1mp)
+
+
+def elbo_loss(
+    logits: Tensor,
+    tokens: Tensor,
+    mu: Tensor,
+    sigma: Tensor,
+    loss_config: LossConfig,
+    model_config: ModelConfig,
+    beta: float,
+    mask: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
+
+    logits [B, T, D], tokens [B, T], mu/sigma [B, noise_size] (only the first
+    `encoded_size` dims enter the KL: the appended c of `latent` does not), mask
+    [B, T] (1 = valid step; default all ones).
+    """
+    if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"logits must be [B, T, D] and tokens [B, T]; got {list(logits.shape)} "
+            f"and {list(tokens.shape)}"
+        )
+    tokens = tokens.long()
+    if mask is None:
+        mask = torch.ones(tokens.shape, dtype=logits.dtype, device=logits.device)
+    elif tuple(mask.shape) != tuple(tokens.shape):
+        raise ValueError(f"mask must be [B, T]={list(tokens.shape)}; got {list(mask.shape)}")
+    mask = mask.to(logits.dtype)
+
+    if loss_config.recon_loss == "categorical":
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # [B, T]
+        recon_b = (mask * ce).sum(dim=1)
+    else:
+        terms = _bernoulli_terms(logits, tokens, loss_config.target_smoothing)
+        recon_b = (mask[..., None] * terms).sum(dim=(1, 2))
+
+    n = model_config.encoded_size
+    mu_k, sigma_k = mu[:, :n], sigma[:, :n]
+    kl_b = 0.5 * (sigma_k**2 + mu_k**2 - 1.0 - 2.0 * torch.log(sigma_k)).sum(dim=1)
+    kl_cost_b = torch.clamp(kl_b - loss_config.free_nats, min=0.0)
+
+    recon = recon_b.mean()
+    kl_cost = kl_cost_b.mean()
+    loss = recon + beta * kl_cost
+
+    with torch.no_grad():
+        correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)
+        kl = kl_b.mean()
+        metrics = {
+            "loss": loss.detach(),
+            "recon": recon.detach(),
+            "kl": kl,
+            "kl_bits": kl / math.log(2.0),
+            "kl_cost": kl_cost.detach(),
+            "beta": torch.tensor(float(beta), dtype=logits.dtype),
+            "elbo": -(recon_b + kl_b).mean(),
+            "accuracy": (mask * correct).sum() / mask.sum(),
+        }
+    return loss, metrics

@@ -1,0 +1,385 @@
+"""PyTorch reference MusicVAE, written against docs/architecture.md.
+
+It is the yardstick the Flax port is compared with, so it favours plain, idiomatic
+torch: whole-sequence `nn.LSTM`/`nn.GRU` calls, and all bars of a batch decoded as
+one batch of B*U sequences of S steps once the conductor has run. With
+`wiring='original'` the `state_dict()` keys and shapes are those of the original
+magenta-torch classes, so their checkpoints load with `strict=True`.
+
+The reference computes in its parameter dtype (float32 unless the module is cast);
+`ModelConfig.compute_dtype` is a Flax-side setting and is ignored here. Never
+import jax from this package.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jax_musicvae.config import ModelConfig
+
+RNNState = Tensor | tuple[Tensor, Tensor]
+
+
+def _rnn(cell: str, input_size: int, hidden: int, layers: int, dropout: float, **kw) -> nn.RNNBase:
+    """A batch-first torch LSTM/GRU stack (dropout between layers only, as torch does)."""
+    rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
+    return rnn_cls(
+        input_size,
+        hidden,
+        num_layers=layers,
+        batch_first=True,
+        dropout=dropout if layers > 1 else 0.0,  # torch warns on dropout with one layer
+        **kw,
+    )
+
+
+def _split_state(flat: Tensor, cell: str, layers: int, hidden: int) -> RNNState:
+    """[N, layers*k*H] -> torch's [layers, N, H] state(s).
+
+    Layout (architecture.md): chunks of H ordered layer 0 (h, c), layer 1 (h, c), ...
+    for LSTM and layer 0 h, layer 1 h, ... for GRU.
+    """
+    k = 2 if cell == "lstm" else 1
+    parts = flat.reshape(flat.shape[0], layers, k, hidden).permute(2, 1, 0, 3)
+    if cell == "lstm":
+        return parts[0].contiguous(), parts[1].contiguous()
+    return parts[0].contiguous()
+
+
+def _tokens_error(name: str, cfg: ModelConfig, got: object) -> ValueError:
+    return ValueError(
+        f"{name} must be an integer tensor of shape [B, T={cfg.sequence_length}] with values "
+        f"in [0, {cfg.input_depth}); got {_describe(got)}"
+    )
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"shape {list(x.shape)} dtype {x.dtype}"
+    return type(x).__name__
+
+
+def _check_float(name: str, x: object, shape: tuple[int, ...], expected: str) -> Tensor:
+    """Reject a non-tensor or wrong-shaped float input with a message naming it."""
+    if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+        raise ValueError(f"{name} must be a tensor of shape {expected}; got {_describe(x)}")
+    if x.dtype == torch.bool:
+        raise ValueError(f"{name} must be a numeric tensor; got dtype {x.dtype}")
+    return x
+
+
+class Encoder(nn.Module):
+    """Bidirectional stack over one-hot tokens; mu and softplus sigma heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._rnn_name = "bi" + cfg.cell
+        rnn = _rnn(
+            cfg.cell,
+            cfg.input_depth,
+            cfg.encoder_hidden,
+            cfg.encoder_layers,
+            cfg.dropout,
+            bidirectional=True,
+        )
+        self.add_module(self._rnn_name, rnn)
+        self.mu = nn.Linear(cfg.head_input_size, cfg.encoded_size)
+        self.sigma = nn.Linear(cfg.head_input_size, cfg.encoded_size)
+
+    @property
+    def rnn(self) -> nn.RNNBase:
+        return getattr(self, self._rnn_name)
+
+    def forward(self, x: Tensor, condition: Tensor | None) -> tuple[Tensor, Tensor]:
+        _, state = self.rnn(x)
+        h_n = state[0] if isinstance(state, tuple) else state  # [Le*2, B, He]
+        # Last layer, forward then backward, concatenated per example (the
+        # original's reshape mixed examples when B > 1; defect 1).
+        h = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+        if self.cfg.conditioning == "encoder":
+            h = torch.cat([h, condition[:, None]], dim=-1)
+        mu = self.mu(h)
+        sigma = F.softplus(self.sigma(h))
+        if self.cfg.conditioning == "latent":
+            mu = torch.cat([mu, condition[:, None]], dim=-1)
+            fixed = torch.full_like(sigma[:, :1], self.cfg.latent_condition_sigma)
+            sigma = torch.cat([sigma, fixed], dim=-1)
+        return mu, sigma
+
+
+class Decoder(nn.Module):
+    """Conductor (if hierarchical) plus core decoder, for both wirings.
+
+    The conductor depends only on the code, so after it has run every bar is an
+    independent sequence of S steps; teacher forcing and scheduled sampling decode
+    all bars of the batch together as N = B*U sequences (row b*U + u).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H, layers, Lz = cfg.decoder_hidden, cfg.decoder_layers, cfg.decoder_latent_size
+        k = 2 if cfg.cell == "lstm" else 1
+        if cfg.wiring == "original":
+            self.conductor = _rnn(cfg.cell, Lz, H, layers, cfg.dropout)
+            self.conductor_embeddings = nn.Sequential(nn.Linear(H, cfg.latent_size), nn.Tanh())
+            embedding_size = cfg.latent_size
+        elif cfg.hierarchical:
+            self.conductor = _rnn(cfg.cell, 1, H, layers, cfg.dropout)
+            self.conductor_initial_state = nn.Sequential(nn.Linear(Lz, layers * k * H), nn.Tanh())
+            self.core_initial_state = nn.Sequential(nn.Linear(H, layers * k * H), nn.Tanh())
+            embedding_size = H
+        else:
+            self.core_initial_state = nn.Sequential(nn.Linear(Lz, layers * k * H), nn.Tanh())
+            embedding_size = Lz
+        self._rnn_name = cfg.cell
+        self.add_module(
+            self._rnn_name, _rnn(cfg.cell, cfg.input_depth + embedding_size, H, layers, cfg.dropout)
+        )
+        self.out = nn.Sequential(nn.Linear(H, cfg.input_depth))  # index 0 as in the original
+
+    @property
+    def rnn(self) -> nn.RNNBase:
+        return getattr(self, self._rnn_name)
+
+    def _initial_state(self, module: nn.Module, x: Tensor) -> RNNState:
+        cfg = self.cfg
+        return _split_state(module(x), cfg.cell, cfg.decoder_layers, cfg.decoder_hidden)
+
+    def bar_embeddings(self, z_dec: Tensor) -> Tensor:
+        """[B, Lz] -> [B, U, E]: what every step of bar u is conditioned on."""
+        cfg = self.cfg
+        B, U = z_dec.shape[0], cfg.num_bars
+        if cfg.wiring == "original":
+            out, _ = self.conductor(z_dec[:, None, :].expand(B, U, z_dec.shape[1]))
+            return self.conductor_embeddings(out)
+        if cfg.hierarchical:
+            state = self._initial_state(self.conductor_initial_state, z_dec)
+            out, _ = self.conductor(z_dec.new_zeros(B, U, 1), state)
+            return out
+        return z_dec[:, None, :]
+
+    def _core_state(self, e: Tensor) -> RNNState | None:
+        """Initial core state for bars with embeddings e [N, E] (zeros for `original`)."""
+        if self.cfg.wiring == "original":
+            return None
+        return self._initial_state(self.core_initial_state, e)
+
+    def _previous_one_hot(self, tokens: Tensor, dtype: torch.dtype) -> Tensor:
+        """One-hot of tokens[t-1] for every t, all zeros at t = 0: [B, T, D]."""
+        one_hot = F.one_hot(tokens, self.cfg.input_depth).to(dtype)
+        return F.pad(one_hot, (0, 0, 1, 0))[:, :-1]
+
+    def teacher_forcing(self, tokens: Tensor, z_dec: Tensor) -> Tensor:
+        """Logits [B, T, D] with the ground truth as previous token (one RNN call)."""
+        cfg = self.cfg
+        B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
+        e = self.bar_embeddings(z_dec)  # [B, U, E]
+        prev = self._previous_one_hot(tokens, z_dec.dtype).reshape(B, U, S, D)
+        x = torch.cat([prev, e[:, :, None, :].expand(B, U, S, e.shape[-1])], dim=-1)
+        e_flat = e.reshape(B * U, -1)
+        out, _ = self.rnn(x.reshape(B * U, S, -1), self._core_state(e_flat))
+        return self.out(out).reshape(B, U * S, D)
+
+    def scheduled_sampling(
+        self,
+        tokens: Tensor,
+        z_dec: Tensor,
+        sampling_probability: float,
+        choose_noise: Tensor,
+        gumbel: Tensor,
+        temperature: float = 1.0,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits [B, T, D], sampled [B, T], fed_back [B, T] (architecture.md).
+
+        Bar starts always read the truth, so the loop runs over the S steps of a
+        bar with all B*U bars batched.
+        """
+        cfg = self.cfg
+        B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
+        N = B * U
+        e = self.bar_embeddings(z_dec).reshape(N, -1)
+        truth = self._previous_one_hot(tokens, z_dec.dtype).reshape(N, S, D)
+        step_in_bar = torch.arange(S, device=tokens.device)
+        fed_back = (choose_noise.reshape(N, S) < sampling_probability) & (step_in_bar >= 1)
+        gumbel = gumbel.reshape(N, S, D)
+        state = self._core_state(e)
+        logits, sampled = [], []
+        for s in range(S):
+            prev = truth[:, s]
+            if s > 0:
+                fed = F.one_hot(sampled[-1], D).to(prev.dtype)
+                prev = torch.where(fed_back[:, s, None], fed, prev)
+            out, state = self.rnn(torch.cat([prev, e], dim=-1)[:, None], state)
+            step_logits = self.out(out[:, 0])
+            logits.append(step_logits)
+            sampled.append(torch.argmax(step_logits.detach() / temperature + gumbel[:, s], dim=-1))
+        return (
+            torch.stack(logits, dim=1).reshape(B, U * S, D),
+            torch.stack(sampled, dim=1).reshape(B, U * S),
+            fed_back.reshape(B, U * S),
+        )
+
+    def generate(
+        self, z_dec: Tensor, temperature: float = 1.0, gumbel: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Free-running decoding one step at a time; bar u starts from bar u-1's last token."""
+        cfg = self.cfg
+        B, U, S, D = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
+        e = self.bar_embeddings(z_dec)
+        prev = z_dec.new_zeros(B, D)
+        logits, tokens = [], []
+        for u in range(U):
+            state = self._core_state(e[:, u])
+            for s in range(S):
+                out, state = self.rnn(torch.cat([prev, e[:, u]], dim=-1)[:, None], state)
+                step_logits = self.out(out[:, 0])
+                if gumbel is None:
+                    token = torch.argmax(step_logits, dim=-1)
+                else:
+                    token = torch.argmax(step_logits / temperature + gumbel[:, u * S + s], dim=-1)
+                logits.append(step_logits)
+                tokens.append(token)
+                prev = F.one_hot(token, D).to(z_dec.dtype)
+        return torch.stack(tokens, dim=1), torch.stack(logits, dim=1)
+
+
+class MusicVAE(nn.Module):
+    """Danceability-conditioned MusicVAE (conditioning none/encoder/latent/decoder)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        if cfg.wiring == "original":
+            self.z_embedding = nn.Sequential(nn.Linear(cfg.noise_size, cfg.encoded_size), nn.Tanh())
+        self.decoder = Decoder(cfg)
+
+    # -- input checks -------------------------------------------------------------
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.decoder.out[0].weight.dtype
+
+    def _check_tokens(self, tokens: object) -> Tensor:
+        cfg = self.cfg
+        ok = (
+            isinstance(tokens, Tensor)
+            and tokens.dim() == 2
+            and tokens.shape[1] == cfg.sequence_length
+            and not tokens.dtype.is_floating_point
+            and not tokens.dtype.is_complex
+            and tokens.dtype != torch.bool
+        )
+        if not ok:
+            raise _tokens_error("tokens", cfg, tokens)
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.input_depth):
+            raise ValueError(
+                f"tokens must lie in [0, {cfg.input_depth}); got min {int(tokens.min())} "
+                f"max {int(tokens.max())}"
+            )
+        return tokens.long()
+
+    def _check_condition(self, condition: object, batch: int, needed: bool) -> Tensor | None:
+        """Validate c [B] when `needed`; a condition the variant does not use is ignored."""
+        if not needed:
+            return None
+        if condition is None:
+            raise ValueError(
+                f"condition is required with conditioning={self.cfg.conditioning!r}: "
+                f"expected a float tensor of shape [B={batch}]"
+            )
+        return _check_float("condition", condition, (batch,), f"[B={batch}]").to(self._dtype)
+
+    # -- public API ---------------------------------------------------------------
+
+    def encode(self, tokens: Tensor, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """mu, sigma [B, noise_size] (for `latent` the last dim is c with fixed sigma)."""
+        tokens = self._check_tokens(tokens)
+        needed = self.cfg.conditioning in ("encoder", "latent")
+        condition = self._check_condition(condition, tokens.shape[0], needed)
+        x = F.one_hot(tokens, self.cfg.input_depth).to(self._dtype)
+        return self.encoder(x, condition)
+
+    def decoder_code(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        """z [B, noise_size] -> the code the decoder is fed [B, decoder_latent_size]."""
+        cfg = self.cfg
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != cfg.noise_size:
+            raise ValueError(
+                f"z must be a tensor of shape [B, noise_size={cfg.noise_size}]; got {_describe(z)}"
+            )
+        condition = self._check_condition(condition, z.shape[0], cfg.conditioning == "decoder")
+        h = self.z_embedding(z) if cfg.wiring == "original" else z
+        if condition is not None:
+            h = torch.cat([h, condition[:, None]], dim=-1)
+        return h
+
+    def forward(
+        self,
+        tokens: Tensor,
+        condition: Tensor | None = None,
+        eps: Tensor | None = None,
+        sampling_probability: float = 0.0,
+        choose_noise: Tensor | None = None,
+        gumbel: Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> dict[str, Tensor]:
+        """Encode, reparameterise, decode with teacher forcing or scheduled sampling."""
+        cfg = self.cfg
+        tokens = self._check_tokens(tokens)
+        B, T, D = tokens.shape[0], cfg.sequence_length, cfg.input_depth
+        if not cfg.uses_condition:
+            condition = None
+        mu, sigma = self.encode(tokens, condition)
+        if eps is None:
+            z = mu
+        else:
+            eps = _check_float(
+                "eps", eps, (B, cfg.noise_size), f"[B={B}, noise_size={cfg.noise_size}]"
+            )
+            z = mu + sigma * eps.to(mu.dtype)
+        z_dec = self.decoder_code(z, condition)
+        result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        p = float(sampling_probability)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"sampling_probability must be in [0, 1]; got {p}")
+        if p == 0.0:
+            result["logits"] = self.decoder.teacher_forcing(tokens, z_dec)
+            return result
+        if choose_noise is None or gumbel is None:
+            raise ValueError(
+                "choose_noise [B, T] and gumbel [B, T, D] are required when "
+                "sampling_probability > 0"
+            )
+        choose_noise = _check_float("choose_noise", choose_noise, (B, T), f"[B={B}, T={T}]")
+        gumbel = _check_float("gumbel", gumbel, (B, T, D), f"[B={B}, T={T}, D={D}]")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        logits, sampled, fed_back = self.decoder.scheduled_sampling(
+            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature
+        )
+        result.update(logits=logits, sampled=sampled, fed_back=fed_back)
+        return result
+
+    @torch.no_grad()
+    def generate(
+        self,
+        z: Tensor,
+        condition: Tensor | None = None,
+        temperature: float = 1.0,
+        gumbel: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Free-running decode of z [B, noise_size]: argmax, or Gumbel-max when gumbel is given."""
+        cfg = self.cfg
+        z_dec = self.decoder_code(z, condition)
+        B, T, D = z.shape[0], cfg.sequence_length, cfg.input_depth
+        if gumbel is not None:
+            gumbel = _check_float("gumbel", gumbel, (B, T, D), f"[B={B}, T={T}, D={D}]")
+            gumbel = gumbel.to(z_dec.dtype)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        tokens, logits = self.decoder.generate(z_dec, temperature, gumbel)
+        return {"tokens": tokens, "logits": logits}
