@@ -1,0 +1,107 @@
+"""How well the `rhythm` danceability estimate separates dance tunes from airs and chorales.
+
+Converts the embedded corpus (cached), reads each MIDI file with the dataset
+builder's parser (`midi_io.parse_midi(...).rhythm()`, so only the 16-steps-per-
+bar sections the builder would use count), and prints the ROC AUC of
+`estimate_danceability` and of each feature for
+
+- dance-labelled tunes (labels scored >= 0.7 by the `labels` scale: reel, jig,
+  hornpipe, polka, strathspey, waltz, ...) against airs, laments and chorales;
+- the same dances against every slow or sung label (adds ballads, songs,
+  lullabies, hymns from the Essen collection).
+
+Usage: python scripts/rhythm_auc.py [--corpus folk+bach] [--cache-dir DIR] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import pathlib
+import time
+
+import numpy as np
+
+from jax_musicvae.data.corpus import materialize
+from jax_musicvae.data.danceability import LABEL_DANCEABILITY
+from jax_musicvae.data.dataset import default_cache_dir
+from jax_musicvae.data.midi_io import MidiError, parse_midi
+from jax_musicvae.data.rhythm import WEIGHTS, estimate_danceability, rhythm_features
+
+DANCES = {label for label, value in LABEL_DANCEABILITY.items() if value >= 0.7}
+AIRS_AND_CHORALES = {"air", "lament", "chorale"}
+SLOW_OR_SUNG = {label for label, value in LABEL_DANCEABILITY.items() if value <= 0.35}
+
+
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U)."""
+    scores = np.concatenate([positive, negative])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # Average ranks (1-based) over runs of equal scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + 1 + e) / 2.0
+    n_pos, n_neg = len(positive), len(negative)
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="folk+bach")
+    parser.add_argument("--cache-dir", type=pathlib.Path, default=default_cache_dir() / "corpus")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    t0 = time.time()
+    songs = materialize(args.corpus, args.cache_dir, workers=args.workers)
+    print(f"corpus:{args.corpus}: {len(songs)} tunes ready in {time.time() - t0:.1f} s")
+
+    labelled = [s for s in songs if s.label in DANCES | SLOW_OR_SUNG]
+    values: dict[str, list[float]] = collections.defaultdict(list)
+    features: dict[str, dict[str, list[float]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
+    skipped = collections.Counter()
+    t0 = time.time()
+    for song in labelled:
+        try:
+            rhythm = parse_midi(song.path).rhythm()
+        except MidiError:
+            skipped[song.label] += 1  # no 16-steps-per-bar section (3/4, 6/8, 2/4 ...)
+            continue
+        values[song.label].append(estimate_danceability(rhythm))
+        for name, value in rhythm_features(rhythm).items():
+            features[name][song.label].append(value)
+    print(f"parsed {len(labelled)} labelled tunes in {time.time() - t0:.1f} s")
+
+    print("\nlabel         used  skipped(meter)  mean estimate")
+    for label in sorted(set(values) | set(skipped), key=lambda k: -LABEL_DANCEABILITY[k]):
+        v = values.get(label, [])
+        mean = f"{np.mean(v):.3f}" if v else "-"
+        print(f"{label:12s} {len(v):5d} {skipped[label]:15d}  {mean:>13s}")
+
+    def pool(groups: set[str], table: dict[str, list[float]]) -> np.ndarray:
+        return np.array([x for g in sorted(groups) for x in table.get(g, [])])
+
+    for title, negatives in (
+        ("dances vs airs+laments+chorales", AIRS_AND_CHORALES),
+        ("dances vs all slow/sung labels", SLOW_OR_SUNG),
+    ):
+        pos, neg = pool(DANCES, values), pool(negatives, values)
+        if not len(pos) or not len(neg):
+            print(f"\n{title}: not enough tunes")
+            continue
+        print(f"\n{title}: {len(pos)} vs {len(neg)} tunes, ROC AUC = {roc_auc(pos, neg):.3f}")
+        for name in [*WEIGHTS, "raw_onsets_per_beat", "raw_syncopation"]:
+            auc = roc_auc(pool(DANCES, features[name]), pool(negatives, features[name]))
+            print(f"  feature {name:20s} AUC {auc:.3f}")
+
+
+if __name__ == "__main__":
+    main()
