@@ -89,7 +89,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], config: ModelConfig) -> dict[st
     _check_state_dict(state_dict, config)
     flat = {}
     for path in param_shapes(config):
-        value = np.asarray(state_dict[torch_key(path, config)], dtype=np.float32)
+        # Always a copy: torch tensors' numpy views would alias parameters updated in place.
+        value = np.array(state_dict[torch_key(path, config)], dtype=np.float32, copy=True)
         flat[path] = np.ascontiguousarray(value.T if path[-1] in TRANSPOSED else value)
     return traverse_util.unflatten_dict(flat)
 
@@ -113,7 +114,6 @@ def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, n
                 f"{'/'.join(path)} has shape {array.shape}, the configuration needs "
                 f"{expected[path]}"
             )
-        state_dict[torch_key(path, config)] = np.ascontiguousarray(
-            array.T if path[-1] in TRANSPOSED else array
-        )
+        array = np.array(array.T if path[-1] in TRANSPOSED else array, copy=True, order="C")
+        state_dict[torch_key(path, config)] = array
     return state_dict

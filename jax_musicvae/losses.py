@@ -20,7 +20,13 @@ def reconstruction_per_step(logits: jax.Array, tokens: jax.Array, loss: LossConf
     if loss.recon_loss == "categorical":
         return -jnp.sum(one_hot * log_p, axis=-1)
     target = jax.nn.softmax(loss.target_smoothing * one_hot) if loss.target_smoothing else one_hot
-    log_not_p = jnp.maximum(jnp.log1p(-jnp.exp(log_p)), LOG_CLAMP)
+    # log(1 - p) is -inf (with an infinite gradient) where p rounds to 1: take the
+    # clamp's constant there, and keep the unused branch finite so its gradient is 0.
+    p = jnp.exp(log_p)
+    below_one = p < 1.0
+    log_not_p = jnp.where(
+        below_one, jnp.maximum(jnp.log1p(-jnp.where(below_one, p, 0.0)), LOG_CLAMP), LOG_CLAMP
+    )
     log_p = jnp.maximum(log_p, LOG_CLAMP)
     return -jnp.sum(target * log_p + (1.0 - target) * log_not_p, axis=-1)
 
