@@ -48,7 +48,7 @@ def clip_or_zero(clip_norm: float, zero_norm: float) -> optax.GradientTransforma
 
     def update(updates, state, params=None):
         del params
-        norm = optax.global_norm(updates)
+        norm = optax.tree.norm(updates)
         factor = jnp.where(norm > zero_norm, 0.0, clip_norm / jnp.maximum(norm, clip_norm))
         return jax.tree.map(lambda g: g * factor, updates), state
 
@@ -134,7 +134,7 @@ def train_step(
     (value, metrics), grads = grad_fn(
         state.params, batch, noise, beta, sampling_probability, model, loss, sampling, dropout_key
     )
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     updated = state.apply_gradients(grads=grads)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)

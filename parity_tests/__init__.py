@@ -1,0 +1,1 @@
+"""Parity suite: the Flax model against the torch reference (`musicvae parity`)."""
