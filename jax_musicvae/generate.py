@@ -1,0 +1,636 @@
+"""Make music with a trained model: sample, encode/decode, interpolate, reconstruct, edit.
+
+`TrainedModel.load(checkpoint)` gives an object whose methods take melodies as
+MIDI paths, `pretty_midi.PrettyMIDI` objects or token arrays and return token
+arrays (`write_midi` turns them into files). Why it looks the way it does:
+
+- Any batch size: work is cut into chunks of at most `batch_size` rows, and a
+  chunk is padded to a power of two, so each jitted function compiles for a few
+  shapes only and is reused across calls.
+- Determinism: every row gets its own key, `fold_in(PRNGKey(seed), row)`, so the
+  same seed gives the same output whatever the chunking.
+- Temperature 0 decodes greedily (argmax); T > 0 samples softmax(logits / T).
+- A melody longer than one window (`num_bars` bars) is cut into consecutive
+  windows (the last padded with silence), each is processed, and the results are
+  joined and trimmed back to the melody's length.
+- Danceability is honoured per conditioning variant: `decoder` decodes with the
+  requested c; `latent` sets the last latent dimension to c; `encoder` encodes
+  again with c; `none` adds the attribute vector (`attributes.py`). A request a
+  model cannot honour raises `GenerationError` naming what to do instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_musicvae import checkpoints
+from jax_musicvae.attributes import (
+    ATTRIBUTE_FILE,
+    COMMAND,
+    AttributeVector,
+    melody_danceability,
+)
+from jax_musicvae.config import ModelConfig
+from jax_musicvae.data.midi_io import parse_midi, song_tokens
+from jax_musicvae.data.representations import (
+    REPRESENTATIONS,
+    STEPS_PER_BAR,
+    Representation,
+)
+from jax_musicvae.data.rhythm import estimate_danceability
+from jax_musicvae.experiment import ExperimentConfig
+from jax_musicvae.models import MusicVAE, init_params
+from jax_musicvae.steps import eval_step
+
+logger = logging.getLogger(__name__)
+
+# Danceability used for a conditioned model when a request gives none (mid-scale).
+DEFAULT_DANCEABILITY = 0.5
+
+
+class GenerationError(ValueError):
+    """A request the model or the input cannot satisfy; the message names the problem."""
+
+
+class CheckpointMismatchError(GenerationError):
+    """The checkpoint's parameters or representation do not fit its (or the data's) config."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Melody:
+    """Tokens of one input melody and its source danceability (rhythm estimate)."""
+
+    tokens: np.ndarray
+    danceability: float
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """Windows [W, T] of the encoded melodies, in order, and their codes [W, noise_size].
+
+    `melody[i]` is the input melody window i belongs to; `danceability[i]` is that
+    melody's source danceability (what `reconstruct` decodes with).
+    """
+
+    windows: np.ndarray
+    z: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    melody: np.ndarray
+    danceability: np.ndarray
+    lengths: tuple[int, ...]
+
+
+def representation_for(config: ModelConfig) -> Representation:
+    """The token representation a model reads, identified by its input depth."""
+    if config.steps_per_bar != STEPS_PER_BAR:
+        raise CheckpointMismatchError(
+            f"model has steps_per_bar={config.steps_per_bar}; MIDI I/O uses {STEPS_PER_BAR}"
+        )
+    for rep in REPRESENTATIONS.values():
+        if rep.depth == config.input_depth:
+            return rep
+    depths = ", ".join(f"{r.name}={r.depth}" for r in REPRESENTATIONS.values())
+    raise CheckpointMismatchError(
+        f"model input_depth={config.input_depth} matches no representation ({depths})"
+    )
+
+
+def check_params(config: ModelConfig, params: Any, label: str) -> None:
+    """Raise CheckpointMismatchError naming the parameters whose shapes differ from `config`."""
+    expected = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+
+    def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+        leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in leaves}
+
+    want, have = shapes(expected), shapes(params)
+    problems = [f"{k} missing" for k in sorted(set(want) - set(have))]
+    problems += [f"{k} unexpected" for k in sorted(set(have) - set(want))]
+    problems += [
+        f"{k} has shape {have[k]}, config expects {want[k]}"
+        for k in sorted(set(want) & set(have))
+        if want[k] != have[k]
+    ]
+    if problems:
+        more = f" (+{len(problems) - 4} more)" if len(problems) > 4 else ""
+        raise CheckpointMismatchError(
+            f"{label}: parameters do not match the model config: {'; '.join(problems[:4])}{more}"
+        )
+
+
+def slerp(p0: np.ndarray, p1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between rows p0, p1 [N, D] at fractions t [S] -> [S, N, D].
+
+    Falls back to linear interpolation where the two vectors are (anti)parallel or zero.
+    """
+    p0, p1 = np.asarray(p0, np.float64), np.asarray(p1, np.float64)
+    t = np.asarray(t, np.float64)[:, None, None]
+    n0 = np.linalg.norm(p0, axis=-1, keepdims=True)
+    n1 = np.linalg.norm(p1, axis=-1, keepdims=True)
+    cos = np.sum(p0 * p1, -1, keepdims=True) / np.maximum(n0 * n1, 1e-12)
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    so = np.sin(omega)
+    safe = so > 1e-6
+    so = np.where(safe, so, 1.0)
+    spherical = (np.sin((1.0 - t) * omega) * p0 + np.sin(t * omega) * p1) / so
+    linear = (1.0 - t) * p0 + t * p1
+    return np.where(safe, spherical, linear).astype(np.float32)
+
+
+def lerp(p0: np.ndarray, p1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Linear interpolation between rows p0, p1 [N, D] at fractions t [S] -> [S, N, D]."""
+    t = np.asarray(t, np.float32)[:, None, None]
+    return ((1.0 - t) * p0[None] + t * p1[None]).astype(np.float32)
+
+
+def _bucket(size: int, limit: int) -> int:
+    """Padded chunk size: the next power of two, at most `limit`."""
+    return min(limit, 1 << (size - 1).bit_length())
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """Repeat the last row so a chunk has `rows` rows (results of padding are dropped)."""
+    return np.concatenate([x, np.repeat(x[-1:], rows - len(x), 0)]) if len(x) < rows else x
+
+
+def row_keys(seed: int, count: int, offset: int = 0) -> np.ndarray:
+    """One raw PRNG key per row [count, 2]: fold_in(PRNGKey(seed), row index)."""
+    base = jax.random.PRNGKey(seed)
+    rows = jnp.arange(offset, offset + count)
+    return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(rows))
+
+
+def _is_single(inputs: Any) -> bool:
+    """A path, a PrettyMIDI object or a 1-D token array is one melody; lists are several."""
+    if isinstance(inputs, str | Path) or hasattr(inputs, "instruments"):
+        return True
+    return isinstance(inputs, np.ndarray | jax.Array) and np.ndim(inputs) == 1
+
+
+def _danceability_array(value: float | Sequence[float] | np.ndarray, count: int) -> np.ndarray:
+    """Per-row danceability [count] from a scalar or a sequence, checked to lie in [0, 1]."""
+    array = np.broadcast_to(np.asarray(value, np.float32), (count,)).copy()
+    if not np.all((array >= 0.0) & (array <= 1.0)):
+        raise GenerationError(f"danceability must lie in [0, 1], got {value!r}")
+    return array
+
+
+class TrainedModel:
+    """A model and its parameters, with the creative operations of the MusicVAE paper."""
+
+    def __init__(
+        self,
+        experiment: ExperimentConfig,
+        params: Any,
+        *,
+        batch_size: int = 64,
+        attribute_vector: AttributeVector | None = None,
+        checkpoint_dir: Path | None = None,
+        label: str = "model",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.experiment = experiment
+        self.config = experiment.model
+        self.representation = representation_for(self.config)
+        check_params(self.config, params, label)
+        self.params = params
+        self.batch_size = batch_size
+        self.checkpoint_dir = checkpoint_dir
+        self.label = label
+        self.attribute_vector = attribute_vector
+        if attribute_vector is not None:
+            self._check_attribute(attribute_vector)
+        model = MusicVAE(self.config)
+        self._encode_fn = jax.jit(self._make_encode(model))
+        self._generate_fn = jax.jit(self._make_generate(model), static_argnames="greedy")
+        self._eval_fn = jax.jit(
+            lambda params, batch, eps: eval_step(
+                params, batch, eps, model=self.config, loss=experiment.loss
+            )
+        )
+
+    # ----------------------------------------------------------------- loading
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        step: int | None = None,
+        best: bool = False,
+        batch_size: int = 64,
+        attribute_vector: str | Path | None = None,
+    ) -> TrainedModel:
+        """Load a workdir, its checkpoints/ folder or one step folder (latest step by default).
+
+        The attribute vector is read from `attribute_vector` if given, else from the
+        step folder when `musicvae attribute-vector` has stored one there.
+        """
+        directory, named = checkpoints.resolve(Path(path))
+        manager = checkpoints.make_manager(directory, read_only=True, async_saves=False)
+        try:
+            chosen = checkpoints.choose_step(manager, named if step is None else step, best)
+        finally:
+            manager.close()
+        step_dir = Path(directory) / str(chosen)
+        config, params = checkpoints.load_params(step_dir)
+        experiment = ExperimentConfig.from_dict(config)
+        vector_path = Path(attribute_vector) if attribute_vector else step_dir / ATTRIBUTE_FILE
+        vector = AttributeVector.load(vector_path) if vector_path.is_file() else None
+        if vector is None and attribute_vector:
+            raise GenerationError(f"{attribute_vector}: no such attribute vector file")
+        return cls(
+            experiment,
+            params,
+            batch_size=batch_size,
+            attribute_vector=vector,
+            checkpoint_dir=step_dir,
+            label=str(path),
+        )
+
+    def _check_attribute(self, vector: AttributeVector) -> None:
+        if self.config.conditioning != "none":
+            raise GenerationError(
+                f"attribute vectors are for conditioning 'none'; this model has "
+                f"{self.config.conditioning!r}"
+            )
+        if vector.vector.shape != (self.config.noise_size,):
+            raise CheckpointMismatchError(
+                f"attribute vector has {vector.vector.shape[0]} dimensions, the model's latent "
+                f"has {self.config.noise_size}; recompute it with `{COMMAND}`"
+            )
+
+    def set_attribute_vector(self, vector: AttributeVector) -> None:
+        self._check_attribute(vector)
+        self.attribute_vector = vector
+
+    # ------------------------------------------------------------ jitted parts
+
+    def _make_encode(self, model: MusicVAE) -> Callable[..., tuple[jax.Array, ...]]:
+        size = self.config.noise_size
+
+        def encode(params, tokens, condition, keys):
+            mu, sigma = model.apply({"params": params}, tokens, condition, method=MusicVAE.encode)
+            eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (size,)))(keys)
+            return mu, sigma, mu + sigma * eps
+
+        return encode
+
+    def _make_generate(self, model: MusicVAE) -> Callable[..., jax.Array]:
+        shape = (self.config.sequence_length, self.config.input_depth)
+
+        def generate(params, z, condition, keys, temperature, greedy):
+            gumbel = None
+            if not greedy:
+                gumbel = jax.vmap(lambda k: jax.random.gumbel(jax.random.fold_in(k, 0), shape))(
+                    keys
+                )
+            out = model.apply(
+                {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
+            )
+            return out["tokens"]
+
+        return generate
+
+    def _chunked(self, fn: Callable[..., Any], count: int, *arrays: Any, **kwargs: Any) -> Any:
+        """Run fn over rows in padded chunks of at most batch_size; concatenate the results.
+
+        `arrays` are cut into rows; `kwargs` are passed whole to every call.
+        """
+        if count == 0:
+            raise GenerationError("nothing to process (no melodies or n=0)")
+        outputs = []
+        for start in range(0, count, self.batch_size):
+            size = min(self.batch_size, count - start)
+            rows = _bucket(size, self.batch_size)
+            parts = [
+                None if a is None else _pad_rows(np.asarray(a)[start : start + size], rows)
+                for a in arrays
+            ]
+            result = fn(self.params, *parts, **kwargs)
+            outputs.append(jax.tree.map(lambda x, n=size: np.asarray(x)[:n], result))
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+
+    # ------------------------------------------------------------------ inputs
+
+    def melody(self, source: Any) -> Melody:
+        """One input as tokens: a MIDI path, a PrettyMIDI object or a 1-D token array.
+
+        MIDI: the busiest instrument, from the bar of its first note to the bar of its
+        last; its source danceability is the rhythm estimate of the whole file.
+        """
+        rep = self.representation
+        if isinstance(source, str | Path) or hasattr(source, "instruments"):
+            if isinstance(source, str | Path):
+                name, parsed = Path(source).name, parse_midi(source)
+            else:
+                buffer = io.BytesIO()
+                source.write(buffer)
+                name = "<pretty_midi>"
+                parsed = parse_midi(buffer.getvalue(), name=name)
+            tokens = rep.canonical(song_tokens(parsed, rep)[None])[0].astype(np.int32)
+            bars = np.flatnonzero(rep.sounding(tokens).reshape(-1, STEPS_PER_BAR).any(-1))
+            if not len(bars):
+                raise GenerationError(
+                    f"{name}: no usable melody (no notes in the pitch range of {rep.name})"
+                )
+            tokens = tokens[bars[0] * STEPS_PER_BAR : (bars[-1] + 1) * STEPS_PER_BAR]
+            return Melody(tokens, estimate_danceability(parsed.rhythm()), name)
+        tokens = np.asarray(source)
+        if tokens.ndim != 1 or not len(tokens) or not np.issubdtype(tokens.dtype, np.integer):
+            raise GenerationError(
+                f"a token melody must be a non-empty 1-D integer array, got {tokens.dtype} "
+                f"with shape {tokens.shape}"
+            )
+        if tokens.min() < 0 or tokens.max() >= rep.depth:
+            raise GenerationError(
+                f"tokens must lie in [0, {rep.depth}) for {rep.name}, found "
+                f"[{tokens.min()}, {tokens.max()}]"
+            )
+        tokens = tokens.astype(np.int32)
+        return Melody(tokens, melody_danceability(tokens, rep), "<tokens>")
+
+    def melodies(self, inputs: Any) -> list[Melody]:
+        """A list of melodies from one input or a sequence (a 2-D array is one per row)."""
+        items = [inputs] if _is_single(inputs) else list(inputs)
+        if not items:
+            raise GenerationError("no melodies given")
+        return [self.melody(item) for item in items]
+
+    def _windows(self, melodies: list[Melody]) -> tuple[np.ndarray, np.ndarray]:
+        """Consecutive windows [W, T] of all melodies (last ones padded) and melody index [W]."""
+        length, pad = self.config.sequence_length, self.representation.pad_token
+        windows, owner = [], []
+        for i, m in enumerate(melodies):
+            count = -(-len(m.tokens) // length)
+            padded = np.full(count * length, pad, np.int32)
+            padded[: len(m.tokens)] = m.tokens
+            windows.append(padded.reshape(count, length))
+            owner += [i] * count
+        return np.concatenate(windows), np.asarray(owner)
+
+    def _join(self, tokens: np.ndarray, owner: np.ndarray, lengths: Sequence[int]) -> list:
+        """Per melody, its decoded windows laid end to end and trimmed to its length."""
+        return [tokens[owner == i].reshape(-1)[:n] for i, n in enumerate(lengths)]
+
+    # --------------------------------------------------------------- operations
+
+    def _encode_tokens(
+        self, windows: np.ndarray, condition: np.ndarray | None, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cond = condition if self.config.uses_condition else None
+        keys = row_keys(seed, len(windows))
+        return self._chunked(self._encode_fn, len(windows), windows, cond, keys)
+
+    def encode(
+        self,
+        melodies: Any,
+        danceability: float | Sequence[float] | None = None,
+        seed: int = 0,
+    ) -> Encoding:
+        """z = mu + sigma * eps (eps from `seed`), mu and sigma of every window [W, noise_size].
+
+        `danceability` (per melody) overrides the source estimate that the `encoder`
+        and `latent` variants read.
+        """
+        items = self.melodies(melodies)
+        source = np.array([m.danceability for m in items], np.float32)
+        if danceability is not None:
+            source = _danceability_array(danceability, len(items))
+        windows, owner = self._windows(items)
+        mu, sigma, z = self._encode_tokens(windows, source[owner], seed)
+        return Encoding(
+            windows, z, mu, sigma, owner, source[owner], tuple(len(m.tokens) for m in items)
+        )
+
+    def _decode(
+        self, z: np.ndarray, condition: np.ndarray | None, temperature: float, seed: int
+    ) -> np.ndarray:
+        if temperature < 0:
+            raise GenerationError(f"temperature={temperature} must be >= 0 (0: greedy)")
+        # The model checks that every conditioned variant gets c; only `decoder` reads it here.
+        cond = None
+        if self.config.conditioning == "decoder":
+            cond = condition
+        elif self.config.uses_condition:
+            cond = np.zeros(len(z), np.float32)
+        keys = row_keys(seed, len(z))
+        return self._chunked(
+            self._generate_fn,
+            len(z),
+            np.asarray(z, np.float32),
+            cond,
+            keys,
+            temperature=np.float32(max(temperature, 1e-6)),
+            greedy=temperature == 0,
+        )
+
+    def _cannot_request(self, operation: str) -> GenerationError:
+        if self.config.conditioning == "encoder":
+            return GenerationError(
+                f"{operation}: a model with conditioning 'encoder' reads danceability only "
+                "when encoding; use edit() (`musicvae edit`) to change a melody's danceability"
+            )
+        return GenerationError(
+            f"{operation}: a model with conditioning 'none' needs an attribute vector for "
+            f"danceability requests; compute it with `{COMMAND}`"
+        )
+
+    def decode(
+        self,
+        z: np.ndarray,
+        danceability: float | Sequence[float] | None = None,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Tokens [N, T] from codes z [N, noise_size].
+
+        `decoder`: decoded with c = danceability (default 0.5); `latent`: c replaces
+        z's last dimension when given; `encoder` and `none` cannot take a request here.
+        """
+        z = np.array(z, np.float32, ndmin=2)
+        if z.shape[1:] != (self.config.noise_size,):
+            raise GenerationError(f"z has shape {z.shape}, expected [N, {self.config.noise_size}]")
+        conditioning = self.config.conditioning
+        if danceability is not None and conditioning in ("encoder", "none"):
+            raise self._cannot_request("decode")
+        condition = None
+        if conditioning == "decoder":
+            value = DEFAULT_DANCEABILITY if danceability is None else danceability
+            condition = _danceability_array(value, len(z))
+        elif conditioning == "latent" and danceability is not None:
+            z[:, -1] = _danceability_array(danceability, len(z))
+        return self._decode(z, condition, temperature, seed)
+
+    def prior(
+        self, n: int, danceability: float | Sequence[float] | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Codes z [n, noise_size] from N(0, I) set up for `danceability`, and the decoder's c.
+
+        `latent`: the last dimension is c; `none`: the attribute vector moves z from
+        the vector's midpoint danceability to the request.
+        """
+        if n < 1:
+            raise GenerationError(f"n={n} must be >= 1")
+        conditioning = self.config.conditioning
+        if danceability is not None and (
+            conditioning == "encoder" or (conditioning == "none" and not self.attribute_vector)
+        ):
+            raise self._cannot_request("sample")
+        size = self.config.noise_size
+        keys = row_keys(seed, n)
+        z = np.array(jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 2), (size,)))(keys))
+        value = DEFAULT_DANCEABILITY if danceability is None else danceability
+        c = _danceability_array(value, n)
+        if conditioning == "latent":
+            z[:, -1] = c
+        if conditioning == "none" and danceability is not None:
+            z = z + self.attribute_vector.shift(np.full(n, self.attribute_vector.midpoint), c)
+        return z.astype(np.float32), c if conditioning == "decoder" else None
+
+    def sample(
+        self,
+        n: int,
+        danceability: float | Sequence[float] | None = None,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """n new melodies [n, T] from the prior, with the requested danceability if any."""
+        z, condition = self.prior(n, danceability, seed)
+        return self._decode(z, condition, temperature, seed)
+
+    def reconstruct(self, melodies: Any, temperature: float = 0.0, seed: int = 0) -> Any:
+        """Decode the mu of every window with the melody's own danceability; join windows.
+
+        Returns one array for one melody, else a list (same order, same lengths).
+        """
+        enc = self.encode(melodies, seed=seed)
+        tokens = self._decode(enc.mu, enc.danceability, temperature, seed)
+        joined = self._join(tokens, enc.melody, enc.lengths)
+        return joined[0] if _is_single(melodies) else joined
+
+    def interpolation_codes(self, a: Any, b: Any, steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Codes [steps, W, noise_size] on the slerp from mu(a) to mu(b), ends included.
+
+        Windows are paired (the longer melody is cut to the shorter's windows); for
+        `latent` the appended c is interpolated linearly, not spherically. Also
+        returns the decoder's c [steps, W] (linear between the two melodies) and the
+        common length in steps.
+        """
+        if steps < 2:
+            raise GenerationError(f"steps={steps} must be >= 2 (both ends are included)")
+        enc = self.encode([a, b])
+        first, second = enc.melody == 0, enc.melody == 1
+        count = min(first.sum(), second.sum())
+        if first.sum() != second.sum():
+            logger.warning(
+                "melodies have %d and %d windows; interpolating the first %d",
+                first.sum(),
+                second.sum(),
+                count,
+            )
+        mu_a, mu_b = enc.mu[first][:count], enc.mu[second][:count]
+        t = np.linspace(0.0, 1.0, steps)
+        dims = self.config.encoded_size
+        codes = np.concatenate(
+            [
+                slerp(mu_a[:, :dims], mu_b[:, :dims], t),
+                lerp(mu_a[:, dims:], mu_b[:, dims:], t),
+            ],
+            axis=-1,
+        )
+        c_a, c_b = enc.danceability[first][0], enc.danceability[second][0]
+        condition = np.repeat(((1 - t) * c_a + t * c_b)[:, None], count, 1).astype(np.float32)
+        length = min(min(enc.lengths), int(count) * self.config.sequence_length)
+        return codes, condition, length
+
+    def interpolate(
+        self, a: Any, b: Any, steps: int = 5, temperature: float = 0.0, seed: int = 0
+    ) -> np.ndarray:
+        """`steps` melodies [steps, L] morphing from a to b (the ends reconstruct a and b)."""
+        codes, condition, length = self.interpolation_codes(a, b, steps)
+        count = codes.shape[1]
+        tokens = self._decode(
+            codes.reshape(-1, codes.shape[-1]), condition.reshape(-1), temperature, seed
+        )
+        return tokens.reshape(steps, count * self.config.sequence_length)[:, :length]
+
+    def edit_codes(
+        self,
+        melodies: Any,
+        danceability: float | Sequence[float],
+        strength: float = 1.0,
+    ) -> tuple[Encoding, np.ndarray, np.ndarray | None]:
+        """(encoding, edited codes z [W, noise_size], decoder c [W] or None) of an edit.
+
+        The target is t = s + strength * (danceability - s) for source danceability s:
+        `decoder` decodes mu with c = t, `latent` puts t in z's last dimension,
+        `encoder` encodes again with t, `none` adds (t - s) / delta * attribute vector.
+        """
+        conditioning = self.config.conditioning
+        if conditioning == "none" and self.attribute_vector is None:
+            raise self._cannot_request("edit")
+        enc = self.encode(melodies)
+        requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
+        target = enc.danceability + strength * (requested - enc.danceability)
+        z, condition = enc.mu.copy(), None
+        if conditioning == "decoder":
+            condition = target.astype(np.float32)
+        elif conditioning == "latent":
+            z[:, -1] = target
+        elif conditioning == "encoder":
+            z = self._encode_tokens(enc.windows, target.astype(np.float32), 0)[0]
+        else:
+            z = z + self.attribute_vector.shift(enc.danceability, target)
+        return enc, z.astype(np.float32), condition
+
+    def edit(
+        self,
+        melodies: Any,
+        danceability: float | Sequence[float],
+        strength: float = 1.0,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> Any:
+        """The melody (or melodies) re-decoded with the requested danceability, same length."""
+        enc, z, condition = self.edit_codes(melodies, danceability, strength)
+        tokens = self._decode(z, condition, temperature, seed)
+        joined = self._join(tokens, enc.melody, enc.lengths)
+        return joined[0] if _is_single(melodies) else joined
+
+    # ---------------------------------------------------------------- analysis
+
+    def evaluate(
+        self, windows: np.ndarray, danceability: np.ndarray, seed: int = 0
+    ) -> dict[str, float]:
+        """Held-out ELBO, KL bits, teacher-forced and free-running accuracy of windows [N, T].
+
+        Means over windows; chunks are not padded here (padding would bias the means).
+        """
+        windows = np.asarray(windows, np.int32)
+        totals: dict[str, float] = {}
+        for start in range(0, len(windows), self.batch_size):
+            rows = windows[start : start + self.batch_size]
+            keys = row_keys(seed, len(rows), start)
+            eps = jax.vmap(
+                lambda k: jax.random.normal(jax.random.fold_in(k, 1), (self.config.noise_size,))
+            )(keys)
+            batch = {"tokens": rows}
+            if self.config.uses_condition:
+                batch["condition"] = np.asarray(danceability[start : start + len(rows)], np.float32)
+            metrics = self._eval_fn(self.params, batch, eps)
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(rows)
+        return {name: value / len(windows) for name, value in totals.items()}
