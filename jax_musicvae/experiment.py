@@ -1,0 +1,201 @@
+"""The typed experiment configuration: model, loss, optimiser, sampling, data, training.
+
+Configs live in `configs/NAME.py` as `get_config() -> ExperimentConfig` (the
+JAX-ecosystem style). Every field can be overridden from the command line with
+`--set section.field=value`; a key that names no field is an error naming the key,
+so a typo cannot silently train the wrong model. The whole config is stored as JSON
+in every checkpoint, and `from_dict` rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from jax_musicvae.config import (
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SamplingConfig,
+    replace_checked,
+)
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which splits of a `musicvae data build` folder to read (the folder is --data)."""
+
+    path: str = ""
+    train_split: str = "train"
+    eval_split: str = "validation"
+    worker_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings. `batch_size` is global: split over processes and devices."""
+
+    batch_size: int = 64
+    num_steps: int = 1000
+    max_seconds: float = 0.0
+    eval_every: int = 200
+    eval_batches: int = 8
+    log_every: int = 20
+    checkpoint_every: int = 200
+    keep: int = 3
+    async_checkpoints: bool = True
+    max_consecutive_nonfinite: int = 10
+    seed: int = 0
+    num_reconstructions: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_steps", "eval_every", "eval_batches", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"train.{name}={value!r} must be a positive integer")
+        for name in ("checkpoint_every", "keep", "max_consecutive_nonfinite"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1")
+        if self.max_seconds < 0:
+            raise ConfigError("train.max_seconds must be >= 0 (0: no time limit)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh: `data` x `model` devices (-1: all that remain); multi-host opt-in."""
+
+    data: int = -1
+    model: int = 1
+    shard_params: bool = False
+    distributed: bool = False
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+
+    def __post_init__(self) -> None:
+        if self.model < 1 or (self.data < 1 and self.data != -1):
+            raise ConfigError("mesh.data must be -1 or >= 1 and mesh.model >= 1")
+        if self.shard_params and self.model == 1:
+            raise ConfigError("mesh.shard_params needs mesh.model > 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """Metrics backends; TensorBoard and JSONL always, Weights & Biases on request."""
+
+    wandb: bool = False
+    wandb_project: str = "jax-musicvae"
+    progress_bar: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    mesh: MeshConfig = MeshConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """Rebuild from `to_dict` output; unknown sections or fields are errors."""
+        config = cls()
+        for key, value in values.items():
+            current = _field(config, key, key)
+            if dataclasses.is_dataclass(current):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                known = {f.name for f in dataclasses.fields(current)}
+                for name in value:
+                    if name not in known:
+                        raise ConfigError(
+                            f"unknown config key {key}.{name}; known: {', '.join(sorted(known))}"
+                        )
+                value = replace_checked(current, **value)
+            config = replace_checked(config, **{key: value})
+        return config
+
+    def override(self, assignments: list[str]) -> ExperimentConfig:
+        """Apply `section.field=value` strings (the CLI's --set), typed by the field."""
+        config = self
+        for assignment in assignments:
+            key, sep, text = assignment.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {assignment!r}: expected key=value")
+            config = set_value(config, key.strip(), text.strip())
+        return config
+
+
+def _field(obj: Any, name: str, key: str) -> Any:
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"unknown config key {key!r}")
+    return getattr(obj, name)
+
+
+def _parse(key: str, current: Any, text: str) -> Any:
+    """Parse `text` as the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return lowered in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected {type(current).__name__}") from None
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{key} is a section; set one of its fields, e.g. {key}.<field>=...")
+    return text
+
+
+def set_value(config: Any, key: str, text: str) -> Any:
+    """A copy of `config` with the dotted `key` set from its text form."""
+    head, _, rest = key.partition(".")
+    current = _field(config, head, key)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"unknown config key {key!r}: {head} has no fields")
+        try:
+            value = set_value(current, rest, text)
+        except ConfigError as error:
+            if str(error).startswith("unknown config key"):
+                raise ConfigError(f"unknown config key {key!r}") from None
+            raise
+    else:
+        value = _parse(key, current, text)
+    return replace_checked(config, **{head: value})
+
+
+def load_config(spec: str | Path) -> ExperimentConfig:
+    """`get_config()` of a config file, given its path or a name in configs/."""
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        path = CONFIGS_DIR / f"{spec}.py"
+    if not path.is_file():
+        available = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if p.stem != "__init__")
+        raise ConfigError(f"config {spec}: no such file (configs: {', '.join(available)})")
+    module_spec = importlib.util.spec_from_file_location(f"musicvae_config_{path.stem}", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path}: has no get_config()")
+    config = module.get_config()
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"{path}: get_config() returned {type(config).__name__}")
+    return config

@@ -1,0 +1,563 @@
+"""The training loop: one command from a laptop CPU to a TPU pod slice.
+
+Data parallel over a `data` x `model` device mesh with jit and NamedShardings (the
+batch split over `data`, parameters replicated or, with `mesh.shard_params`, split
+over `model`). On several hosts every process runs the same command, reads its own
+shard of the records, and the global batch is assembled from process-local data.
+
+Exact resumption: all randomness of step n comes from `fold_in(key(seed), n)`, the
+schedules are functions of n, and a checkpoint holds the parameters, optimizer
+state, step, key and every process's data-loader position. A run resumed from any
+checkpoint therefore computes the same updates as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jax_musicvae import checkpoints as ckpt
+from jax_musicvae import schedules
+from jax_musicvae.config import ConfigError
+from jax_musicvae.data.loader import load_manifest, make_loader
+from jax_musicvae.experiment import ExperimentConfig
+from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
+from jax_musicvae.models import MusicVAE, init_params
+from jax_musicvae.steps import create_state, draw_noise, eval_step, train_step
+
+logger = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+_LOADER_STATE_BYTES = 1 << 16
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (too many non-finite updates, bad workdir...)."""
+
+
+def initialize_distributed(config: ExperimentConfig) -> None:
+    """jax.distributed.initialize when configured; arguments left empty auto-detect (TPU)."""
+    mesh = config.mesh
+    if not mesh.distributed or jax.distributed.is_initialized():
+        return
+    kwargs: dict[str, Any] = {}
+    if mesh.coordinator_address:
+        kwargs["coordinator_address"] = mesh.coordinator_address
+    if mesh.num_processes:
+        kwargs["num_processes"] = mesh.num_processes
+    if mesh.process_id >= 0:
+        kwargs["process_id"] = mesh.process_id
+    jax.distributed.initialize(**kwargs)
+    logger.info("process %d of %d", jax.process_index(), jax.process_count())
+
+
+def make_mesh(config: ExperimentConfig) -> Mesh:
+    """A (data, model) mesh over all devices of all processes."""
+    count = jax.device_count()
+    model = config.mesh.model
+    data = config.mesh.data if config.mesh.data != -1 else count // model
+    if data * model != count:
+        raise ConfigError(
+            f"mesh.data={config.mesh.data} x mesh.model={model} does not cover {count} devices"
+        )
+    auto = (jax.sharding.AxisType.Auto,) * 2
+    return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto)
+
+
+def leaf_sharding(shape: tuple[int, ...], mesh: Mesh, shard: bool) -> NamedSharding:
+    """Replicated, or split over `model` along the largest divisible dimension."""
+    size = mesh.shape[MODEL_AXIS]
+    if shard and size > 1:
+        dims = [d for d in range(len(shape)) if shape[d] % size == 0 and shape[d] >= size]
+        if dims:
+            dim = max(dims, key=lambda d: shape[d])
+            spec = [None] * len(shape)
+            spec[dim] = MODEL_AXIS
+            return NamedSharding(mesh, P(*spec))
+    return NamedSharding(mesh, P())
+
+
+def tree_sharding(tree: Any, mesh: Mesh, shard: bool) -> Any:
+    return jax.tree.map(lambda x: leaf_sharding(np.shape(x), mesh, shard), tree)
+
+
+def check_dataset(data_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
+    """The dataset's manifest, after checking it fits the model (depth, length, condition)."""
+    manifest = load_manifest(data_dir)
+    model = config.model
+    if manifest["depth"] != model.input_depth:
+        raise ConfigError(
+            f"{data_dir}: {manifest['representation']} has depth {manifest['depth']} but "
+            f"model.input_depth={model.input_depth}"
+        )
+    if manifest["sequence_length"] != model.sequence_length:
+        raise ConfigError(
+            f"{data_dir}: windows of {manifest['sequence_length']} steps but the model "
+            f"expects model.num_bars x model.steps_per_bar = {model.sequence_length}"
+        )
+    return manifest
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything the loop carries between steps besides the TrainState."""
+
+    step: int
+    key: jax.Array
+    nonfinite_run: int = 0
+
+
+class Trainer:
+    """Jitted, sharded train and eval steps for one config on one mesh."""
+
+    def __init__(self, config: ExperimentConfig, mesh: Mesh) -> None:
+        self.config = config
+        self.mesh = mesh
+        self.batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+        self.replicated = NamedSharding(mesh, P())
+        model, loss, sampling = config.model, config.loss, config.sampling
+        global_batch = config.train.batch_size
+        if global_batch % jax.process_count() or global_batch % mesh.shape[DATA_AXIS]:
+            raise ConfigError(
+                f"train.batch_size={global_batch} must divide over {jax.process_count()} "
+                f"processes and {mesh.shape[DATA_AXIS]} data-parallel devices"
+            )
+        scheduled = sampling.schedule != "teacher_forcing"
+        use_dropout = model.dropout > 0
+
+        def step_fn(state, batch, key, step, beta, probability):
+            noise_key, dropout_key = jax.random.split(jax.random.fold_in(key, step))
+            noise = draw_noise(noise_key, global_batch, model, scheduled)
+            return train_step(
+                state,
+                batch,
+                noise,
+                beta,
+                probability,
+                dropout_key if use_dropout else None,
+                model=model,
+                loss=loss,
+                sampling=sampling,
+            )
+
+        def eval_fn(params, batch, key):
+            eps = draw_noise(key, batch["tokens"].shape[0], model, False).eps
+            return eval_step(params, batch, eps, model=model, loss=loss)
+
+        def reconstruct_fn(params, tokens, condition):
+            vae = MusicVAE(model)
+            z = vae.apply({"params": params}, tokens, condition)["z"]  # eps = 0: z = mu
+            return vae.apply({"params": params}, z, condition, method=MusicVAE.generate)["tokens"]
+
+        self.params_sharding = None
+        self.state_sharding = None
+        self._step_fn = step_fn
+        self._eval = jax.jit(eval_fn)
+        self.reconstruct = jax.jit(reconstruct_fn)
+
+    def init_state(self, params: Any) -> train_state.TrainState:
+        """A TrainState placed on the mesh (replicated or parameter-sharded)."""
+        shard = self.config.mesh.shard_params
+        state = create_state(self.config.model, self.config.optim, params)
+        state = state.replace(step=jnp.asarray(state.step, jnp.int32))
+        self.state_sharding = tree_sharding(state, self.mesh, shard)
+        self.params_sharding = self.state_sharding.params
+        state = jax.device_put(state, self.state_sharding)
+        repl = self.replicated
+        self._train = jax.jit(
+            self._step_fn,
+            in_shardings=(self.state_sharding, self.batch_sharding, repl, repl, repl, repl),
+            out_shardings=(self.state_sharding, repl),
+            donate_argnums=0,
+        )
+        return state
+
+    def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Assemble the global batch from each process's rows (rows ordered by process)."""
+        out = {}
+        for name, value in local.items():
+            if name == "condition" and not self.config.model.uses_condition:
+                continue
+            shape = (value.shape[0] * jax.process_count(), *value.shape[1:])
+            out[name] = jax.make_array_from_process_local_data(self.batch_sharding, value, shape)
+        return out
+
+    def train_step(
+        self, state: train_state.TrainState, batch: dict[str, jax.Array], run: Run
+    ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
+        beta = np.float32(schedules.beta(run.step, self.config.loss))
+        probability = np.float32(schedules.sampling_probability(run.step, self.config.sampling))
+        return self._train(state, batch, run.key, np.int32(run.step), beta, probability)
+
+    def evaluate(self, params: Any, batches: list[dict[str, jax.Array]], seed: int) -> dict:
+        """Mean validation metrics over fixed batches with fixed noise."""
+        key = jax.random.key(seed + 1)
+        totals: dict[str, float] = {}
+        for index, batch in enumerate(batches):
+            metrics = jax.device_get(self._eval(params, batch, jax.random.fold_in(key, index)))
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + float(value) / len(batches)
+        return totals
+
+
+def _encode_states(state: bytes) -> np.ndarray:
+    if len(state) > _LOADER_STATE_BYTES - 4:
+        raise TrainingError(f"data-loader state of {len(state)} bytes is too large to store")
+    buffer = np.zeros(_LOADER_STATE_BYTES, np.uint8)
+    buffer[:4] = np.frombuffer(np.uint32(len(state)).tobytes(), np.uint8)
+    buffer[4 : 4 + len(state)] = np.frombuffer(state, np.uint8)
+    return buffer
+
+
+def gather_loader_states(state: bytes) -> list[str]:
+    """Every process's loader position, in process order (collective on a pod)."""
+    if jax.process_count() == 1:
+        return [state.decode()]
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(_encode_states(state)))
+    gathered = gathered.reshape(jax.process_count(), _LOADER_STATE_BYTES)
+    states = []
+    for row in gathered:
+        length = int(np.frombuffer(row[:4].tobytes(), np.uint32)[0])
+        states.append(row[4 : 4 + length].tobytes().decode())
+    return states
+
+
+def most_frequent_token_accuracy(data_dir: Path, split: str, depth: int) -> float:
+    """Accuracy of always predicting the training split's most frequent token."""
+    from jax_musicvae.data.loader import WindowSource
+
+    train_counts = np.bincount(WindowSource(data_dir, "train").tokens.ravel(), minlength=depth)
+    tokens = WindowSource(data_dir, split).tokens
+    return float(np.mean(tokens == int(np.argmax(train_counts))))
+
+
+class _Loaders:
+    """The training iterator (checkpointable) and the fixed evaluation batches."""
+
+    def __init__(self, config: ExperimentConfig, data_dir: Path, trainer: Trainer) -> None:
+        train = config.train
+        local = train.batch_size // jax.process_count()
+        common = dict(
+            batch_size=local,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            worker_count=config.data.worker_count,
+        )
+        self.train_loader = make_loader(
+            data_dir, config.data.train_split, seed=train.seed, shuffle=True, **common
+        )
+        self.iterator: Iterator = iter(self.train_loader)
+        eval_loader = make_loader(
+            data_dir, config.data.eval_split, seed=train.seed, shuffle=False, num_epochs=1, **common
+        )
+        self.eval_batches = []
+        for batch in eval_loader:
+            self.eval_batches.append(trainer.global_batch(batch))
+            if len(self.eval_batches) == train.eval_batches:
+                break
+
+    def next(self) -> dict[str, np.ndarray]:
+        return next(self.iterator)
+
+    def state(self) -> bytes:
+        return self.iterator.get_state()
+
+    def restore(self, states: list[str]) -> None:
+        if len(states) != jax.process_count():
+            raise TrainingError(
+                f"checkpoint holds loader positions of {len(states)} processes, this run has "
+                f"{jax.process_count()}; resume on the same number of hosts"
+            )
+        self.iterator.set_state(states[jax.process_index()].encode())
+
+
+def _save(
+    manager: ocp.CheckpointManager,
+    state: train_state.TrainState,
+    run: Run,
+    config: ExperimentConfig,
+    loaders: _Loaders,
+    eval_metrics: dict[str, float] | None,
+) -> None:
+    progress = {
+        "step": run.step,
+        "key": np.asarray(jax.random.key_data(run.key)).tolist(),
+        "nonfinite_run": run.nonfinite_run,
+        "loader": gather_loader_states(loaders.state()),
+        "process_count": jax.process_count(),
+        "metrics": eval_metrics or {},
+    }
+    args = ocp.args.Composite(
+        **{
+            ckpt.PARAMS: ocp.args.StandardSave(state.params),
+            ckpt.OPT_STATE: ocp.args.StandardSave(
+                {"step": state.step, "opt_state": state.opt_state}
+            ),
+            ckpt.CONFIG: ocp.args.JsonSave(config.to_dict()),
+            ckpt.PROGRESS: ocp.args.JsonSave(progress),
+        }
+    )
+    metrics = {"elbo": eval_metrics["elbo"]} if eval_metrics else None
+    manager.save(run.step, args=args, metrics=metrics, force=True)
+
+
+def _restore(
+    manager: ocp.CheckpointManager,
+    step: int,
+    trainer: Trainer,
+    state: train_state.TrainState,
+    loaders: _Loaders,
+) -> tuple[train_state.TrainState, Run]:
+    """State, run counters and loader positions of checkpoint `step` onto this mesh."""
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        state,
+        trainer.state_sharding,
+    )
+    params = ckpt.restore_item(manager, step, ckpt.PARAMS, abstract.params)
+    progress = ckpt.read_progress(manager, step)
+    if ckpt.has_item(manager, step, ckpt.OPT_STATE):
+        opt = ckpt.restore_item(
+            manager,
+            step,
+            ckpt.OPT_STATE,
+            {"step": abstract.step, "opt_state": abstract.opt_state},
+        )
+        state = state.replace(params=params, step=opt["step"], opt_state=opt["opt_state"])
+    else:
+        logger.info("checkpoint step %d has no optimizer state: fine-tuning from it", step)
+        state = trainer.init_state(params)
+    run_step = int(progress.get("step", step))
+    key = (
+        jax.random.wrap_key_data(np.asarray(progress["key"], np.uint32))
+        if "key" in progress
+        else None
+    )
+    if "loader" in progress:
+        loaders.restore(progress["loader"])
+    run = Run(step=run_step, key=key, nonfinite_run=int(progress.get("nonfinite_run", 0)))
+    return state, run
+
+
+def gather(array: jax.Array) -> np.ndarray:
+    """A global array as one host numpy array on every process (collective)."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(array))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def save_reconstructions(
+    trainer: Trainer, params: Any, loaders: _Loaders, representation: str, out: Path, count: int
+) -> Path | None:
+    """Piano rolls of a few validation windows next to their argmax reconstructions."""
+    from jax_musicvae.data.pianoroll import save_pianoroll_grid
+    from jax_musicvae.data.representations import get_representation
+
+    if not loaders.eval_batches or count < 1:
+        return None
+    batch = loaders.eval_batches[0]
+    tokens = trainer.reconstruct(params, batch["tokens"], batch.get("condition"))
+    tokens, originals = (np.asarray(gather(x)) for x in (tokens, batch["tokens"]))
+    if jax.process_index() != 0:
+        return None
+    count = min(count, originals.shape[0])
+    sequences, titles = [], []
+    for i in range(count):
+        sequences += [originals[i], tokens[i]]
+        titles += [f"validation {i}", f"reconstruction {i}"]
+    return save_pianoroll_grid(sequences, get_representation(representation), out, titles=titles)
+
+
+def train(
+    config: ExperimentConfig, data_dir: Path, workdir: Path, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train `config` on dataset `data_dir`, writing logs and checkpoints to `workdir`.
+
+    Returns a summary: final step, last validation metrics, baseline accuracy,
+    examples/s and the paths of the written figures.
+    """
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+    initialize_distributed(config)
+    data_dir, workdir = Path(data_dir), Path(workdir)
+    manifest = check_dataset(data_dir, config)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(data_dir)))
+    tc = config.train
+    lead = jax.process_index() == 0
+    checkpoint_dir = workdir / ckpt.CHECKPOINT_DIR
+    existing = checkpoint_dir.is_dir() and any(p.name.isdigit() for p in checkpoint_dir.iterdir())
+    if existing and not resume:
+        raise TrainingError(
+            f"{workdir} already holds checkpoints: pass --resume or a new --workdir"
+        )
+    if resume and not existing:
+        raise TrainingError(f"--resume: {checkpoint_dir} holds no checkpoint")
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    mesh = make_mesh(config)
+    trainer = Trainer(config, mesh)
+    params = init_params(config.model, jax.random.key(tc.seed))
+    state = trainer.init_state(params)
+    loaders = _Loaders(config, data_dir, trainer)
+    run = Run(step=0, key=jax.random.key(tc.seed))
+    manager = ckpt.make_manager(checkpoint_dir, keep=tc.keep, async_saves=tc.async_checkpoints)
+    if resume:
+        latest = ckpt.choose_step(manager, None, best=False)
+        state, restored = _restore(manager, latest, trainer, state, loaders)
+        run = Run(
+            restored.step,
+            restored.key if restored.key is not None else run.key,
+            restored.nonfinite_run,
+        )
+        logger.info("resumed %s at step %d", checkpoint_dir, run.step)
+
+    writer = MetricsWriter(
+        workdir,
+        enabled=lead,
+        resume_step=run.step if resume else None,
+        wandb=config.logging.wandb,
+        wandb_project=config.logging.wandb_project,
+        run_name=config.name,
+        config=config.to_dict(),
+    )
+    baseline = most_frequent_token_accuracy(data_dir, config.data.eval_split, manifest["depth"])
+    if not resume:
+        writer.write(0, "data", {"baseline_accuracy": baseline})
+    logger.info(
+        "%s: %d devices, mesh %s, global batch %d, baseline (most frequent token) accuracy %.4f",
+        config.name,
+        jax.device_count(),
+        dict(mesh.shape),
+        tc.batch_size,
+        baseline,
+    )
+
+    progress_bar = None
+    if lead and config.logging.progress_bar:
+        from tqdm import tqdm
+
+        progress_bar = tqdm(total=tc.num_steps, initial=run.step, unit="step", dynamic_ncols=True)
+    started = time.monotonic()
+    window_start, window_examples = time.monotonic(), 0
+    examples_per_second = float("nan")
+    eval_metrics: dict[str, float] = {}
+    last_eval = -1
+    train_sums: dict[str, float] = {}
+    train_count = 0
+    try:
+        while run.step < tc.num_steps:
+            if tc.max_seconds and time.monotonic() - started > tc.max_seconds:
+                logger.info("train.max_seconds=%s reached at step %d", tc.max_seconds, run.step)
+                break
+            batch = trainer.global_batch(loaders.next())
+            state, metrics = trainer.train_step(state, batch, run)
+            run.step += 1
+            metrics = jax.device_get(metrics)
+            window_examples += tc.batch_size
+            if metrics["skipped"]:
+                run.nonfinite_run += 1
+                logger.warning(
+                    "step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped",
+                    run.step,
+                    metrics["loss"],
+                    metrics["grad_norm"],
+                )
+                writer.write(run.step, "nonfinite", {"loss": metrics["loss"], "skipped": 1.0})
+                if run.nonfinite_run >= tc.max_consecutive_nonfinite:
+                    raise TrainingError(
+                        f"{run.nonfinite_run} non-finite updates in a row (train."
+                        f"max_consecutive_nonfinite={tc.max_consecutive_nonfinite}) at step "
+                        f"{run.step}; lower optim.learning_rate or check the data"
+                    )
+            else:
+                run.nonfinite_run = 0
+                for name, value in metrics.items():
+                    train_sums[name] = train_sums.get(name, 0.0) + float(value)
+                train_count += 1
+            if run.step % tc.log_every == 0 or run.step == tc.num_steps:
+                now = time.monotonic()
+                examples_per_second = window_examples / max(now - window_start, 1e-9)
+                window_start, window_examples = now, 0
+                means = {k: v / max(train_count, 1) for k, v in train_sums.items()}
+                means["examples_per_second"] = examples_per_second
+                means["learning_rate"] = schedules.learning_rate(int(state.step), config.optim)
+                writer.write(run.step, "train", means)
+                train_sums, train_count = {}, 0
+                if progress_bar is not None:
+                    progress_bar.set_postfix(
+                        loss=f"{means.get('loss', math.nan):.3f}",
+                        acc=f"{means.get('accuracy', math.nan):.3f}",
+                        ex_s=f"{examples_per_second:.0f}",
+                    )
+            evaluated = run.step % tc.eval_every == 0 or run.step == tc.num_steps
+            if evaluated:
+                eval_metrics = trainer.evaluate(state.params, loaders.eval_batches, tc.seed)
+                last_eval = run.step
+                writer.write(run.step, "eval", eval_metrics)
+                logger.info(
+                    "step %d validation: elbo %.2f recon %.2f kl %.2f bits accuracy %.4f "
+                    "sampled %.4f",
+                    run.step,
+                    eval_metrics["elbo"],
+                    eval_metrics["recon"],
+                    eval_metrics["kl_bits"],
+                    eval_metrics["accuracy"],
+                    eval_metrics["sampled_accuracy"],
+                )
+            if run.step % tc.checkpoint_every == 0 or run.step == tc.num_steps:
+                _save(manager, state, run, config, loaders, eval_metrics if evaluated else None)
+            if progress_bar is not None:
+                progress_bar.update(1)
+        if last_eval != run.step:
+            eval_metrics = trainer.evaluate(state.params, loaders.eval_batches, tc.seed)
+            last_eval = run.step
+            writer.write(run.step, "eval", eval_metrics)
+        if manager.latest_step() != run.step:
+            _save(manager, state, run, config, loaders, eval_metrics)
+        manager.wait_until_finished()
+    finally:
+        manager.close()
+        if progress_bar is not None:
+            progress_bar.close()
+        writer.close()
+
+    figures: dict[str, str] = {}
+    recon = save_reconstructions(
+        trainer,
+        state.params,
+        loaders,
+        manifest["representation"],
+        workdir / "reconstructions.png",
+        tc.num_reconstructions,
+    )
+    if lead:
+        figures["curves"] = str(plot_curves(workdir / METRICS_FILE, workdir / "curves.png"))
+        if recon is not None:
+            figures["reconstructions"] = str(recon)
+    return {
+        "step": run.step,
+        "eval": eval_metrics,
+        "baseline_accuracy": baseline,
+        "examples_per_second": examples_per_second,
+        "seconds": time.monotonic() - started,
+        "figures": figures,
+        "params": state.params,
+    }
