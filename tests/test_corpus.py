@@ -5,7 +5,7 @@ from __future__ import annotations
 import pretty_midi
 import pytest
 
-from jax_musicvae.data import corpus
+from jax_musicvae.data import corpus, midi_io
 from jax_musicvae.data.corpus import CORPUS_NAMES, materialize, normalize_label
 
 
@@ -91,3 +91,56 @@ def test_a_tune_that_fails_is_cached_as_an_error(tmp_path, monkeypatch):
     assert [s.song_id for s in songs] == ["airdsAirs/book1/0001"]
     err = next(tmp_path.rglob("0000.err"))
     assert "no notes" in err.read_text()
+
+
+REPEATED_TUNE = """X:1
+T:Repeats
+M:2/4
+L:1/8
+K:C
+|:CDEF|1 GABc:|2 cBAG||
+|:cdef|gabc':|
+"""
+
+
+def test_repeats_are_expanded_and_2_4_bars_paired(tmp_path, monkeypatch):
+    real = corpus._tunes_for
+
+    def with_repeats(name, root):
+        tunes = real(name, root)
+        return [corpus._Tune(tunes[0].info, "abc", REPEATED_TUNE)]
+
+    monkeypatch.setattr(corpus, "_tunes_for", with_repeats)
+    (song,) = materialize("folk-small", tmp_path, workers=1, limit=1)
+    notes = pretty_midi.PrettyMIDI(song.path).instruments[0].notes
+    # Written: 5 bars (20 eighths). Played: A, 1st ending, A, 2nd ending, B, B = 8 bars.
+    c, d, e, f, g, a, b = 60, 62, 64, 65, 67, 69, 71
+    part_a, part_b = [c, d, e, f], [72, 74, 76, 77, 79, 81, 83, 84]
+    played = [*part_a, g, a, b, 72, *part_a, 72, b, a, g, *part_b, *part_b]
+    assert [n.pitch for n in notes] == played
+    assert notes[-1].end == pytest.approx(32 * 0.25)  # 32 eighths at 120 bpm
+
+    # 8 bars of 2/4 make 4 bars of 16 steps, one eighth note every 2 steps.
+    parsed = midi_io.parse_midi(song.path)
+    assert [(s.start, s.num_steps) for s in parsed.sections] == [(0, 64)]
+    assert parsed.busiest_track().notes.onsets.tolist() == list(range(0, 64, 2))
+
+
+def test_play_order_keeps_a_tune_without_repeats_as_written():
+    part = corpus._melody_part(
+        corpus._parse(corpus._Tune(None, "abc", "X:1\nM:4/4\nL:1/4\nK:C\nCDEF|GABc|\n"))
+    )
+    written = list(part.getElementsByClass("Measure"))
+    assert len(written) == 2 and corpus._play_order(part, "t") == written
+
+
+def test_a_2_4_pickup_is_padded_so_bar_1_starts_a_pair():
+    tune = corpus._Tune(None, "abc", "X:1\nM:2/4\nL:1/8\nK:C\nG|CDEF|GABc|cBAG|FEDC|\n")
+    part = corpus._melody_part(corpus._parse(tune))
+    parsed = midi_io.parse_midi(corpus._melody_to_midi_bytes(corpus._play_order(part, "t")))
+    # Rest bar + pickup bar, then bars 1+2 and 3+4: the pickup G is the last eighth
+    # of the first 16-step bar and bar 1 starts the second.
+    assert [(s.start, s.num_steps) for s in parsed.sections] == [(0, 48)]
+    notes = parsed.busiest_track().notes
+    assert notes.onsets.tolist() == [14, *range(16, 48, 2)]
+    assert notes.pitches.tolist()[:3] == [67, 60, 62]

@@ -50,14 +50,20 @@ def test_build_music21_test_files(tmp_path):
     )
     m = load_manifest(out)
     assert m["counts"]["files"] == 21
-    assert m["counts"]["parsed"] == 12 and m["counts"]["skipped"] == 9
+    # test04 (2/4, bars paired into 16 steps) is usable; 3/4, 6/8, 3/8 are not.
+    assert m["counts"]["parsed"] == 13 and m["counts"]["skipped"] == 8
     assert {s["reason"] for s in m["skipped"]} >= {
-        "no usable section (meter 6/8 (not 16 steps per bar))",
-        "no usable section (meter 3/4 (not 16 steps per bar))",
+        "no usable section (meter 6/8 (bar of 12 sixteenths, not 8, 16 or 32))",
+        "no usable section (meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32))",
+        "no usable section (meter 3/8 (bar of 6 sixteenths, not 8, 16 or 32))",
+    }
+    # test02's 1/4 pickup bar is left out of an otherwise usable file.
+    assert m["dropped_sections"] == {
+        "meter 1/4 (bar of 4 sixteenths, not 8, 16 or 32)": {"files": 1, "sections": 1}
     }
     splits = m["counts"]["splits"]
-    assert [splits[s]["songs"] for s in SPLITS] == [10, 1, 1]
-    assert sum(splits[s]["windows"] for s in SPLITS) == m["counts"]["windows"] == 105
+    assert [splits[s]["songs"] for s in SPLITS] == [11, 1, 1]
+    assert sum(splits[s]["windows"] for s in SPLITS) == m["counts"]["windows"] == 736
     songs = load_songs(out)
     seen = set()
     for split in SPLITS:
@@ -71,7 +77,7 @@ def test_build_music21_test_files(tmp_path):
         assert np.isnan(arrays["condition"]).all()
         loaded = np.load(out / split / "tokens.npy", mmap_mode="r")
         assert isinstance(loaded, np.memmap)
-    assert sum(s["windows"] for s in songs) == 105
+    assert sum(s["windows"] for s in songs) == 736
     assert result.cached_files == 0
 
 

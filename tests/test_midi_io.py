@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import mido
@@ -109,8 +110,8 @@ def test_sections_tempo_and_meter_changes_pickup(tmp_path):
     assert got[0] == (0, 64, 100.0)
     assert got[1][1:] == (32, 140.0)
     assert parsed.dropped == {
-        "meter 1/4 (not 16 steps per bar)": 1,
-        "meter 3/4 (not 16 steps per bar)": 1,
+        "meter 1/4 (bar of 4 sixteenths, not 8, 16 or 32)": 1,
+        "meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32)": 1,
         "tempo 2000 bpm outside [20, 400]": 2,
     }
     # The pickup's notes (ticks 0 and 240) are dropped; the 4/4 grid starts at tick 480.
@@ -121,6 +122,72 @@ def test_sections_tempo_and_meter_changes_pickup(tmp_path):
     assert rhythm.num_steps == 96
     assert rhythm.onset_steps.tolist()[:3] == [0, 2, 4]
     assert rhythm.tempo_bpm == pytest.approx((64 * 100 + 32 * 140) / 96)
+
+
+def eighths_on_quarters(quarters: int, tpq: int = 480, base: int = 60):
+    """An eighth note on every quarter, pitch rising by one each time."""
+    return [(q * tpq, tpq // 2, base + q) for q in range(quarters)]
+
+
+def expected_melody(pitches: list[int], num_steps: int) -> list[int]:
+    """melody90 tokens of eighth notes on every quarter (4 steps): on, hold, off, hold."""
+    tokens = [0] * num_steps
+    for i, p in enumerate(pitches):
+        tokens[4 * i] = p - 21 + 2
+        tokens[4 * i + 2] = 1
+    return tokens
+
+
+def test_two_four_bars_are_paired_and_a_dangling_half_bar_dropped(tmp_path):
+    tpq = 480
+    # 5 bars of 2/4 (10 quarters): bars 1+2 and 3+4 are 16-step bars, bar 5 dangles.
+    path = write_midi_file(
+        tmp_path / "a.mid", [(0, False, eighths_on_quarters(10))], sigs=((0, 2, 4),)
+    )
+    parsed = midi_io.parse_midi(path)
+    assert [(s.start, s.num_steps) for s in parsed.sections] == [(0, 32)]
+    assert parsed.dropped == {}
+    tokens = midi_io.song_tokens(parsed, MEL)
+    assert tokens.tolist() == expected_melody(list(range(60, 68)), 32)
+
+    # 3 bars of 2/4 then 2/4 -> 4/4: the odd third bar (quarters 4, 5) is dropped.
+    path = write_midi_file(
+        tmp_path / "b.mid",
+        [(0, False, eighths_on_quarters(10))],
+        sigs=((0, 2, 4), (6 * tpq, 4, 4)),
+    )
+    parsed = midi_io.parse_midi(path)
+    assert [(s.start, s.num_steps) for s in parsed.sections] == [(0, 16), (16, 16)]
+    tokens = midi_io.song_tokens(parsed, MEL)
+    assert tokens.tolist() == expected_melody([60, 61, 62, 63, 66, 67, 68, 69], 32)
+
+
+def test_four_two_bars_are_split_in_two(tmp_path):
+    # 1.5 bars of 4/2 (12 quarters): 3 bars of 16 steps, the last one the half bar.
+    path = write_midi_file(
+        tmp_path / "a.mid", [(0, False, eighths_on_quarters(12))], sigs=((0, 4, 2),)
+    )
+    parsed = midi_io.parse_midi(path)
+    assert [(s.start, s.num_steps) for s in parsed.sections] == [(0, 48)]
+    tokens = midi_io.song_tokens(parsed, MEL)
+    assert tokens.tolist() == expected_melody(list(range(60, 72)), 48)
+    assert len(parsed.tracks[0].notes.onsets) == 12
+
+
+@pytest.mark.parametrize(
+    ("sig", "reason"),
+    [
+        ((3, 4), "meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32)"),
+        ((6, 8), "meter 6/8 (bar of 12 sixteenths, not 8, 16 or 32)"),
+        ((9, 8), "meter 9/8 (bar of 18 sixteenths, not 8, 16 or 32)"),
+        ((3, 2), "meter 3/2 (bar of 24 sixteenths, not 8, 16 or 32)"),
+        ((5, 32), "meter 5/32 (bar of 2.5 sixteenths, not 8, 16 or 32)"),
+    ],
+)
+def test_meters_that_do_not_fit_16_step_bars_are_dropped(tmp_path, sig, reason):
+    path = write_midi_file(tmp_path / "a.mid", [(0, False, scale_notes(2))], sigs=((0, *sig),))
+    with pytest.raises(midi_io.MidiError, match=re.escape(f"no usable section ({reason})")):
+        midi_io.parse_midi(path)
 
 
 def test_zero_length_notes_last_one_step(tmp_path):

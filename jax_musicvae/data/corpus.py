@@ -27,9 +27,14 @@ parsing a whole opus, but it balances the workers, isolates a bad tune, and
 lets each tune be cached on its own. 26 of 12,947 folk tunes fail (20 with a
 meter whose denominator is not a power of 2, 6 without notes).
 
-MIDI files: one track with the melody (ties merged, chords kept, repeats not
-expanded), the score's time signatures and first metronome mark (120 bpm when
-none), and a pickup bar padded with rest so that bar lines fall on bar lines.
+MIDI files: one track with the melody (ties merged, chords kept, repeats and
+first/second endings played out; a tune whose repeats music21 cannot expand is
+written as notated), the score's time signatures and first metronome mark (120
+bpm when none), and a pickup bar padded with rest so that bar lines fall on bar
+lines. In 2/4 the padding is one bar longer, so the first full bar starts one
+of the 16-step bar pairs that `midi_io` forms. Expanding repeats makes the
+conversion slower than the figures above (they predate it); see
+``docs/corpus.md`` for the current ones.
 
 Labels: the ABC ``R:`` field (O'Neill's, Ryan's, Essen), otherwise a keyword in
 the title (Aird's: "Reel", "Strathspey", "Quick Step" ...) or a slow tempo word
@@ -71,7 +76,7 @@ _BASE_NAMES = ("folk", "folk-small", "essen", "bach")
 CORPUS_NAMES = (*_BASE_NAMES, "folk+bach", "folk-small+bach")
 
 # Bump when the conversion changes, so old caches are not reused.
-_FORMAT_VERSION = "v1"
+_FORMAT_VERSION = "v2"  # v2: repeats expanded, 2/4 pickups padded to a pair
 _DEFAULT_BPM = 120.0
 _BATCH = 16
 
@@ -241,17 +246,79 @@ def _parse(tune: _Tune):
     return corpus.parse(tune.text).parts[0]  # the soprano line
 
 
-def _melody_to_midi_bytes(stream) -> bytes:
-    """Write the notes of a music21 stream as a one-track MIDI file, bar-aligned."""
+def _melody_part(stream):
+    from music21 import stream as m21stream
+
+    return stream.parts[0] if isinstance(stream, m21stream.Score) and stream.parts else stream
+
+
+def _play_order(part, song_id: str) -> list:
+    """The part's measures in played order (repeats written out), or as written.
+
+    Why: AABB tunes are written with repeat signs, so without expansion they
+    are half as long as played, often too short for a 16-bar window. music21's
+    expandRepeats deep-copies every note (~0.1-0.3 s a tune, more than the
+    parse), so it runs on a stand-in part of empty measures that carry only the
+    barlines, repeat expressions and volta brackets, numbered by position.
+    Badly formed repeats fall back to the written order.
+    """
+    import copy
+
+    from music21 import repeat, spanner
+    from music21 import stream as m21stream
+
+    measures = list(part.getElementsByClass(m21stream.Measure))
+    if not measures:
+        return [part]
+    if part.recurse().getElementsByClass(repeat.RepeatMark).first() is None:
+        return measures
+    skeleton = m21stream.Part()
+    stand_in = {}
+    for i, m in enumerate(measures):
+        s = m21stream.Measure(number=i)
+        if m.leftBarline is not None:
+            s.leftBarline = copy.deepcopy(m.leftBarline)
+        if m.rightBarline is not None:
+            s.rightBarline = copy.deepcopy(m.rightBarline)
+        for mark in m.recurse().getElementsByClass(repeat.RepeatExpression):
+            s.insert(0, copy.deepcopy(mark))
+        skeleton.append(s)
+        stand_in[id(m)] = s
+    for bracket in part.spannerBundle.getByClass(spanner.RepeatBracket):
+        spanned = [stand_in[id(m)] for m in bracket.getSpannedElements() if id(m) in stand_in]
+        if spanned:
+            skeleton.insert(0, spanner.RepeatBracket(spanned, number=bracket.number))
+    try:
+        expanded = skeleton.expandRepeats()
+    except Exception as exc:  # noqa: BLE001 - badly formed repeats: keep the written tune
+        logger.debug("%s: repeats not expanded (%s: %s)", song_id, type(exc).__name__, exc)
+        return measures
+    return [measures[m.number] for m in expanded.getElementsByClass(m21stream.Measure)]
+
+
+def _melody_to_midi_bytes(measures: list) -> bytes:
+    """Write the notes of measures played in this order as a one-track MIDI file, bar-aligned."""
     import pretty_midi
     from music21 import meter, tempo
     from music21 import stream as m21stream
 
-    part = stream.parts[0] if isinstance(stream, m21stream.Score) and stream.parts else stream
-    measures = list(part.getElementsByClass("Measure"))
-    shift = float(measures[0].paddingLeft) if measures else 0.0
-    flat = part.flatten()
-    marks = list(flat.getElementsByClass(tempo.MetronomeMark))
+    is_measure = isinstance(measures[0], m21stream.Measure)
+    shift = float(measures[0].paddingLeft) if is_measure else 0.0
+    starts, offset = [], 0.0
+    for m in measures:
+        starts.append(offset)
+        offset += float(m.duration.quarterLength)
+    flats = [m.flatten() for m in measures]
+    sigs = [
+        (start + float(ts.offset), ts)
+        for start, flat in zip(starts, flats, strict=True)
+        for ts in flat.getElementsByClass(meter.TimeSignature)
+    ]
+    if shift and sigs and sigs[0][1].barDuration.quarterLength == 2.0:
+        # 2/4 bars are paired into 16-step bars from the first bar line: a whole
+        # bar of rest before the pickup makes bar 1 start a pair, as played.
+        shift += 2.0
+    marks = [mk for flat in flats for mk in flat.getElementsByClass(tempo.MetronomeMark)]
     bpm = float(marks[0].getQuarterBPM() or _DEFAULT_BPM) if marks else _DEFAULT_BPM
     sec_per_quarter = 60.0 / bpm
 
@@ -261,27 +328,34 @@ def _melody_to_midi_bytes(stream) -> bytes:
     pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
     inst = pretty_midi.Instrument(program=73)  # flute: a neutral melody voice
     tied: dict[int, pretty_midi.Note] = {}  # pitch -> note a tie continues (stripTies is slow)
-    for n in flat.notes:
-        start = seconds(n.offset)
-        end = start + float(n.quarterLength) * sec_per_quarter
-        if end <= start:
-            continue  # grace notes have no duration
-        tie = n.tie.type if n.tie is not None else None
-        for pitch in n.pitches:
-            midi = int(pitch.midi)
-            if tie in ("continue", "stop") and midi in tied:
-                tied[midi].end = end
-                held = tied[midi]
-            else:
-                held = pretty_midi.Note(90, midi, start, end)
-                inst.notes.append(held)
-            if tie in ("start", "continue"):
-                tied[midi] = held
-            else:
-                tied.pop(midi, None)
-    for ts in flat.getElementsByClass(meter.TimeSignature):
+    for bar_start, flat in zip(starts, flats, strict=True):
+        for n in flat.notes:
+            start = seconds(bar_start + float(n.offset))
+            end = start + float(n.quarterLength) * sec_per_quarter
+            if end <= start:
+                continue  # grace notes have no duration
+            tie = n.tie.type if n.tie is not None else None
+            for pitch in n.pitches:
+                midi = int(pitch.midi)
+                if tie in ("continue", "stop") and midi in tied:
+                    tied[midi].end = end
+                    held = tied[midi]
+                else:
+                    held = pretty_midi.Note(90, midi, start, end)
+                    inst.notes.append(held)
+                if tie in ("start", "continue"):
+                    tied[midi] = held
+                else:
+                    tied.pop(midi, None)
+    last_ratio = None
+    for at_offset, ts in sigs:
+        # A repeated bar restates its meter (mid-bar after a pickup); only real
+        # changes are written, or they would cut the song into sections.
+        if (ts.numerator, ts.denominator) == last_ratio:
+            continue
+        last_ratio = (ts.numerator, ts.denominator)
         # A meter at the very start belongs to bar 1 even when a pickup precedes it.
-        at = 0.0 if float(ts.offset) == 0.0 else seconds(ts.offset)
+        at = 0.0 if at_offset == 0.0 else seconds(at_offset)
         pm.time_signature_changes.append(
             pretty_midi.TimeSignature(ts.numerator, ts.denominator, at)
         )
@@ -315,7 +389,8 @@ def _convert_batch(tunes: list[_Tune]) -> list[str | None]:
     for tune in tunes:
         path = pathlib.Path(tune.info.path)
         try:
-            _atomic_write(path, _melody_to_midi_bytes(_parse(tune)))
+            order = _play_order(_melody_part(_parse(tune)), tune.info.song_id)
+            _atomic_write(path, _melody_to_midi_bytes(order))
             errors.append(None)
         except Exception as exc:  # noqa: BLE001 - any music21 failure skips the tune
             message = f"{type(exc).__name__}: {exc}"

@@ -2,7 +2,9 @@
 
 Layout of a dataset folder (all arrays load with ``np.load(..., mmap_mode="r")``)::
 
-    manifest.json              settings, counts, skipped files with reasons, content hash
+    manifest.json              settings, counts, skipped files with reasons, sections
+                               left out of usable files (reason -> files, sections),
+                               content hash
     songs.jsonl                one JSON object per song, line i = song index i:
                                song_id, path, artist, title, msd_id, collection, label,
                                danceability (null when none), split, windows
@@ -57,7 +59,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 FORMAT = "jax-musicvae-windows"
 FORMAT_VERSION = 1
 # Bump when per-file processing changes, so stale cache entries are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
 _DUPLICATE_SUFFIX = re.compile(r"\.\d+$")
 
@@ -117,6 +119,8 @@ class FileResult:
     rhythm: SongRhythm | None
     reason: str | None
     cached: bool
+    # Sections left out of a usable file (reason -> count), e.g. a 3/4 stretch.
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +204,8 @@ def _load_cached(path: Path) -> FileResult | None:
             rhythm = SongRhythm(
                 z["onset_steps"], int(z["num_steps"]), float(z["tempo_bpm"]), int(z["drums"])
             )
-            return FileResult(z["windows"], rhythm, None, True)
+            dropped = json.loads(str(z["dropped"]))
+            return FileResult(z["windows"], rhythm, None, True, dropped)
     except Exception:  # a damaged cache entry is recomputed
         logger.debug("ignoring unreadable cache entry %s", path)
         return None
@@ -222,6 +227,7 @@ def _save_cached(path: Path, result: FileResult) -> None:
                     num_steps=r.num_steps,
                     tempo_bpm=r.tempo_bpm,
                     drums=r.drum_onset_count,
+                    dropped=np.array(json.dumps(result.dropped)),
                 )
         os.replace(tmp, path)
     except BaseException:
@@ -262,7 +268,7 @@ def process_file(path: str, params: dict[str, Any], cache_dir: Path | None) -> F
             params["max_silent_run"],
         )
         if len(found):
-            result = FileResult(found, parsed.rhythm(), None, False)
+            result = FileResult(found, parsed.rhythm(), None, False, parsed.dropped)
         else:
             result = FileResult(
                 None,
@@ -432,6 +438,13 @@ def build_dataset(
         if r.reason is not None
     ]
     good = [(s, r) for s, r in zip(songs, results, strict=True) if r.reason is None]
+    # Parts of usable files that were left out (other meters, absurd tempi).
+    partly_dropped: dict[str, dict[str, int]] = {}
+    for _, r in good:
+        for reason, n in r.dropped.items():
+            entry = partly_dropped.setdefault(reason, {"files": 0, "sections": 0})
+            entry["files"] += 1
+            entry["sections"] += n
     spec = danceability_source or settings.danceability
     if spec is None and source.startswith("corpus:"):
         spec = "labels"
@@ -517,6 +530,7 @@ def build_dataset(
                 "splits": counts,
             },
             "skipped": skipped,
+            "dropped_sections": dict(sorted(partly_dropped.items())),
             "content_hash": digest.hexdigest(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

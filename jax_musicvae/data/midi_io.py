@@ -6,10 +6,16 @@ which is what makes a 17k-file Lakh build take minutes instead of an hour.
 Parsing works in ticks, so the grid (a quarter of a quarter note) does not
 depend on the tempo. A song is cut into *sections*:
 
-- a time-signature change starts a section; only sections with 16 steps per
-  bar (4/4, 2/2, ...) are kept, so a pickup bar written as its own 1/4 or 2/4
-  meter is dropped and bar lines of the rest stay on the grid; a file without
-  a time signature is 4/4 (the MIDI default);
+- a time-signature change starts a section. The model's bars are 16 steps, so
+  a meter is kept only when its bar lines land on a 16-step grid: bars of 16
+  sixteenths (4/4, 2/2, 8/8) as they are, bars of 8 (2/4, 4/8) paired into one
+  16-step bar from the section's first bar line (a dangling half bar at the
+  end is dropped), bars of 32 (4/2, 8/4) split in two. Other meters (3/4, 6/8,
+  9/8, 3/2 ...) would put the model's bar lines inside real bars, so their
+  sections are dropped and counted in `ParsedMidi.dropped`; a pickup written
+  as its own 1/4 or 2/4 meter is dropped too (shorter than a 16-step bar), so
+  the bar lines of the rest stay on the grid. A file without a time signature
+  is 4/4 (the MIDI default);
 - a tempo change starts a section at the next bar line (the bar containing the
   change stays whole); sections whose tempo is absurd (outside
   [min_bpm, max_bpm]) are dropped;
@@ -44,6 +50,8 @@ DEFAULT_BPM = 120.0
 # Longer songs (over 11 hours at 120 bpm) are corrupt timing, not music.
 MAX_BARS = 20_000
 STEPS_PER_QUARTER = 4
+# Bar lengths (in 16ths) that pair, match or split exactly into 16-step bars.
+GRID_BAR_STEPS = (8, 16, 32)
 
 
 class MidiError(ValueError):
@@ -61,7 +69,7 @@ class Track:
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """A stretch of constant tempo and a 16-steps-per-bar meter."""
+    """A stretch of constant tempo in a meter that fits 16-step bars."""
 
     start: int
     num_steps: int
@@ -132,6 +140,19 @@ def _meter_segments(score: symusic.Score, end: int) -> list[tuple[int, int, int,
     return [(a, b, *sigs[a]) for a, b in zip(times, stops, strict=True) if b > a]
 
 
+def meter_bar_steps(numerator: int, denominator: int) -> float:
+    """Length of one bar of `numerator`/`denominator` in 16th-note steps."""
+    return numerator * STEPS_PER_QUARTER * 4 / denominator
+
+
+def _meter_drop_reason(numerator: int, denominator: int) -> str | None:
+    """Why a meter cannot be cut into 16-step bars, or None when it can."""
+    steps = meter_bar_steps(numerator, denominator)
+    if steps in GRID_BAR_STEPS:
+        return None
+    return f"meter {numerator}/{denominator} (bar of {steps:g} sixteenths, not 8, 16 or 32)"
+
+
 def _tempo_at(tempos: list[tuple[int, float]], tick: float) -> float:
     qpm = DEFAULT_BPM
     for t, q in tempos:
@@ -178,16 +199,22 @@ def parse_midi(
     dropped: dict[str, int] = {}
     spans: list[tuple[float, int, float]] = []  # (start tick, bars, bpm)
     for a, b, num, den in _meter_segments(score, end):
-        if num != den:
-            key = f"meter {num}/{den} (not 16 steps per bar)"
-            dropped[key] = dropped.get(key, 0) + 1
+        reason = _meter_drop_reason(num, den)
+        if reason is not None:
+            dropped[reason] = dropped.get(reason, 0) + 1
             continue
+        # Real bars per 16-step bar: 2 for 2/4 (pairs), 1 for 4/4 and 4/2 (the
+        # 16-step grid from the section start already splits a 4/2 bar in two).
+        per = max(1, round(STEPS_PER_BAR / meter_bar_steps(num, den)))
         last = b == end
         cuts = {a + math.ceil((t - a) / bar_ticks) * bar_ticks for t, _ in tempos if a < t < b}
         bounds = sorted(c for c in cuts if c < b)
         for c0, c1 in zip([a, *bounds], [*bounds, b], strict=True):
             span = (c1 - c0) / bar_ticks
-            bars = math.ceil(span - 1e-9) if last and c1 == b else math.floor(span + 1e-9)
+            if last and c1 == b:  # the song's last bar counts even when it is cut short
+                bars = math.ceil(span * per - 1e-9) // per
+            else:
+                bars = math.floor(span + 1e-9)
             bpm = _tempo_at(tempos, c0)
             if bars <= 0:
                 continue
