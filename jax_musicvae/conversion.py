@@ -10,6 +10,7 @@ and checking the result by running both frameworks on a fixed probe batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -78,8 +79,8 @@ class Report:
 
 
 def config_path_for(weights: Path) -> Path:
-    """The config JSON written beside a torch or safetensors file: model.pt -> model.config.json."""
-    return weights.with_name(weights.stem + ".config.json")
+    """The config JSON beside a torch or safetensors file: model.pt -> model.pt.json."""
+    return weights.with_name(weights.name + ".json")
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -213,8 +214,14 @@ def _stack(sd: dict[str, np.ndarray], prefix: str, gates: int) -> tuple[int, int
     return shape[1], len(layers), input_shape[1]
 
 
+@functools.lru_cache(maxsize=32)
+def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """torch_shapes, cached: inference checks every candidate config by tracing the model."""
+    return torch_shapes(config)
+
+
 def _mismatches(sd: dict[str, np.ndarray], config: ModelConfig) -> list[str]:
-    expected = torch_shapes(config)
+    expected = _expected_shapes(config)
     problems = [f"{k} missing" for k in sorted(set(expected) - set(sd))]
     problems += [f"{k} unexpected" for k in sorted(set(sd) - set(expected))]
     problems += [
@@ -368,6 +375,12 @@ def probe_batch(config: ModelConfig) -> dict[str, np.ndarray | None]:
     }
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_apply(config: ModelConfig) -> Any:
+    """One jitted forward per config: op by op, every small op of the scans would compile."""
+    return jax.jit(MusicVAE(config).apply)
+
+
 def teacher_forced_difference(
     config: ModelConfig, state_dict: dict[str, np.ndarray], params: Any
 ) -> float:
@@ -390,11 +403,8 @@ def teacher_forced_difference(
         )["logits"].numpy()
     cpu = jax.devices("cpu")[0]
     with jax.default_device(cpu):
-        flax_logits = MusicVAE(config).apply(
-            {"params": jax.device_put(params, cpu)},
-            batch["tokens"],
-            condition,
-            batch["eps"],
+        flax_logits = _compiled_apply(config)(
+            {"params": jax.device_put(params, cpu)}, batch["tokens"], condition, batch["eps"]
         )["logits"]
     return float(np.max(np.abs(torch_logits - np.asarray(flax_logits))))
 
