@@ -10,6 +10,7 @@ truncated and wrong files. Sequences are 2 bars of 2 steps to keep runs short.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -499,3 +500,37 @@ def test_unknown_set_key_is_refused(tmp_path):
         conversion.convert(src, tmp_path / "out", sets=["model.num_barz=2"], verify=False)
     with pytest.raises(ConversionError, match="no such file"):
         conversion.convert(tmp_path / "missing.pt", tmp_path / "out")
+
+
+def test_torch_reference_training_checkpoint_uses_its_config(tmp_path, capsys):
+    cfg = ModelConfig(
+        cell="gru",
+        encoder_hidden=HE,
+        decoder_hidden=HD,
+        latent_size=L,
+        input_depth=D,
+        num_bars=3,
+        steps_per_bar=2,
+        conditioning="latent",
+        latent_condition_sigma=0.25,
+        wiring="magenta",
+    )
+    torch.manual_seed(0)
+    model = TorchMusicVAE(cfg)
+    optimizer = torch.optim.Adam(model.parameters())
+    src = tmp_path / "train.pt"
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": dataclasses.asdict(cfg),
+            "optimizer": optimizer.state_dict(),
+            "step": 10,
+        },
+        src,
+    )
+    assert run_cli(src, tmp_path / "out", "--no-verify") == 0
+    assert "training_checkpoint" in capsys.readouterr().out
+    config, params = checkpoints.load_params(tmp_path / "out")
+    assert ModelConfig(**config["model"]) == cfg  # no inference, nothing ambiguous
+    expected = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert_same_tensors(flax_to_torch(checkpoints.to_numpy(params), cfg), expected)
