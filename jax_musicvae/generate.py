@@ -22,6 +22,7 @@ arrays (`write_midi` turns them into files). Why it looks the way it does:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from jax_musicvae.attributes import (
     AttributeVector,
     melody_danceability,
 )
-from jax_musicvae.config import ModelConfig
+from jax_musicvae.config import LossConfig, ModelConfig
 from jax_musicvae.data.midi_io import parse_midi, song_tokens
 from jax_musicvae.data.representations import (
     REPRESENTATIONS,
@@ -186,6 +187,40 @@ def _danceability_array(value: float | Sequence[float] | np.ndarray, count: int)
     return array
 
 
+@functools.lru_cache(maxsize=16)
+def compiled(config: ModelConfig, loss: LossConfig) -> tuple[Callable[..., Any], ...]:
+    """Jitted (encode, generate, evaluate) of one architecture.
+
+    Cached per config, so models of the same architecture (the checkpoints of an
+    analysis, repeated loads in one process) share their compiled code.
+    """
+    model = MusicVAE(config)
+    size, shape = config.noise_size, (config.sequence_length, config.input_depth)
+
+    def encode(params, tokens, condition, keys):
+        mu, sigma = model.apply({"params": params}, tokens, condition, method=MusicVAE.encode)
+        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (size,)))(keys)
+        return mu, sigma, mu + sigma * eps
+
+    def generate(params, z, condition, keys, temperature, greedy):
+        gumbel = None
+        if not greedy:
+            gumbel = jax.vmap(lambda k: jax.random.gumbel(jax.random.fold_in(k, 0), shape))(keys)
+        out = model.apply(
+            {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
+        )
+        return out["tokens"]
+
+    def evaluate(params, batch, eps):
+        return eval_step(params, batch, eps, model=config, loss=loss)
+
+    return (
+        jax.jit(encode),
+        jax.jit(generate, static_argnames="greedy"),
+        jax.jit(evaluate),
+    )
+
+
 class TrainedModel:
     """A model and its parameters, with the creative operations of the MusicVAE paper."""
 
@@ -212,14 +247,7 @@ class TrainedModel:
         self.attribute_vector = attribute_vector
         if attribute_vector is not None:
             self._check_attribute(attribute_vector)
-        model = MusicVAE(self.config)
-        self._encode_fn = jax.jit(self._make_encode(model))
-        self._generate_fn = jax.jit(self._make_generate(model), static_argnames="greedy")
-        self._eval_fn = jax.jit(
-            lambda params, batch, eps: eval_step(
-                params, batch, eps, model=self.config, loss=experiment.loss
-            )
-        )
+        self._encode_fn, self._generate_fn, self._eval_fn = compiled(self.config, experiment.loss)
 
     # ----------------------------------------------------------------- loading
 
@@ -276,33 +304,7 @@ class TrainedModel:
         self._check_attribute(vector)
         self.attribute_vector = vector
 
-    # ------------------------------------------------------------ jitted parts
-
-    def _make_encode(self, model: MusicVAE) -> Callable[..., tuple[jax.Array, ...]]:
-        size = self.config.noise_size
-
-        def encode(params, tokens, condition, keys):
-            mu, sigma = model.apply({"params": params}, tokens, condition, method=MusicVAE.encode)
-            eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (size,)))(keys)
-            return mu, sigma, mu + sigma * eps
-
-        return encode
-
-    def _make_generate(self, model: MusicVAE) -> Callable[..., jax.Array]:
-        shape = (self.config.sequence_length, self.config.input_depth)
-
-        def generate(params, z, condition, keys, temperature, greedy):
-            gumbel = None
-            if not greedy:
-                gumbel = jax.vmap(lambda k: jax.random.gumbel(jax.random.fold_in(k, 0), shape))(
-                    keys
-                )
-            out = model.apply(
-                {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
-            )
-            return out["tokens"]
-
-        return generate
+    # ---------------------------------------------------------------- batching
 
     def _chunked(self, fn: Callable[..., Any], count: int, *arrays: Any, **kwargs: Any) -> Any:
         """Run fn over rows in padded chunks of at most batch_size; concatenate the results.

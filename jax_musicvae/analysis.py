@@ -1,0 +1,281 @@
+"""The thesis's quantitative comparison of trained models on one held-out split.
+
+Per model: ELBO, KL in bits, teacher-forced and free-running (argmax) reconstruction
+accuracy, and *control*: for requested danceability 0.1..0.9, the Spearman
+correlation between the requested value and the rhythm estimate of melodies
+generated from the prior and of held-out melodies edited to that value, plus
+how much of the source an edit keeps (token accuracy against it). Why Spearman:
+the rhythm estimator's scale is not the requested one, only its order matters.
+Output: a Markdown table, JSON, a control-curve plot and a 2-D PCA of mu.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jax_musicvae.attributes import melody_danceability, window_danceability
+from jax_musicvae.data.loader import WindowSource
+from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
+
+logger = logging.getLogger(__name__)
+
+CONTROL_VALUES = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks starting at 1, ties sharing their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman_numpy(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of the ranks; NaN when either side is constant."""
+    rx, ry = _ranks(np.asarray(x)), _ranks(np.asarray(y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry / denominator) if denominator > 0 else math.nan
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: scipy's when installed (not a dependency), else the numpy one."""
+    try:
+        from scipy.stats import spearmanr
+    except ImportError:
+        return spearman_numpy(x, y)
+    if np.ptp(np.asarray(x, float)) == 0 or np.ptp(np.asarray(y, float)) == 0:
+        return math.nan  # scipy warns and returns NaN; say it without the warning
+    return float(spearmanr(x, y).statistic)
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """How much to measure; the defaults take minutes per 16-bar model on one GPU."""
+
+    split: str = "test"
+    max_windows: int = 256
+    samples_per_value: int = 32
+    edit_windows: int = 32
+    temperature: float = 0.0
+    seed: int = 0
+    values: tuple[float, ...] = CONTROL_VALUES
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def check_dataset(model: TrainedModel, data: str | Path, source: WindowSource) -> None:
+    """The dataset's representation and window length must be the model's."""
+    manifest = source.manifest
+    rep, bars = manifest.get("representation"), manifest.get("num_bars")
+    if rep != model.representation.name or bars != model.config.num_bars:
+        raise CheckpointMismatchError(
+            f"{model.label} reads {model.representation.name} windows of "
+            f"{model.config.num_bars} bars; dataset {data} has {rep} windows of {bars} bars"
+        )
+
+
+def _control(
+    model: TrainedModel, settings: AnalysisSettings, windows: np.ndarray
+) -> dict[str, Any]:
+    """Requested vs estimated danceability of generated and edited melodies, and edit keeps."""
+    rep, n = model.representation, settings.samples_per_value
+    requested_g, estimated_g, requested_e, estimated_e, keeps = [], [], [], [], []
+    curves: dict[str, list[float | None]] = {"generated": [], "edited": [], "keeps": []}
+    for i, value in enumerate(settings.values):
+        try:
+            tokens = model.sample(n, value, settings.temperature, settings.seed + i)
+        except GenerationError as error:  # encoder, or none without an attribute vector
+            logger.info("%s: no generated control: %s", model.label, error)
+            tokens = None
+        if tokens is not None:
+            values = [melody_danceability(t, rep) for t in tokens]
+            requested_g += [value] * n
+            estimated_g += values
+            curves["generated"].append(float(np.mean(values)))
+        try:
+            edited = model.edit(
+                windows, value, temperature=settings.temperature, seed=settings.seed + i
+            )
+        except GenerationError as error:  # none without an attribute vector
+            logger.info("%s: no edit control: %s", model.label, error)
+            edited = None
+        if edited is not None:
+            values = [melody_danceability(t, rep) for t in edited]
+            kept = [float(np.mean(e == w)) for e, w in zip(edited, windows, strict=True)]
+            requested_e += [value] * len(windows)
+            estimated_e += values
+            keeps += kept
+            curves["edited"].append(float(np.mean(values)))
+            curves["keeps"].append(float(np.mean(kept)))
+    return {
+        "control_generated": _finite(spearman(requested_g, estimated_g)) if requested_g else None,
+        "control_edited": _finite(spearman(requested_e, estimated_e)) if requested_e else None,
+        "edit_keeps": float(np.mean(keeps)) if keeps else None,
+        "curves": {k: v or None for k, v in curves.items()},
+    }
+
+
+def analyze_model(
+    model: TrainedModel, data: str | Path, settings: AnalysisSettings
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(results, mu [N, encoded_size], danceability [N]) of one model on one split."""
+    source = WindowSource(data, settings.split)
+    check_dataset(model, data, source)
+    if len(source) == 0:
+        raise GenerationError(f"{data}: split {settings.split!r} has no windows")
+    rng = np.random.default_rng(settings.seed)
+    index = np.arange(len(source))
+    if len(index) > settings.max_windows:
+        index = np.sort(rng.choice(index, settings.max_windows, replace=False))
+    windows = np.asarray(source.tokens[index], np.int32)
+    danceability = window_danceability(windows, source.condition[index], model.representation)
+    logger.info("%s: evaluating %d %s windows", model.label, len(windows), settings.split)
+    metrics = model.evaluate(windows, danceability, settings.seed)
+    mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
+    edit_rows = windows[: settings.edit_windows]
+    results = {
+        "model": model.label,
+        "name": model.experiment.name,
+        "conditioning": model.config.conditioning,
+        "split": settings.split,
+        "windows": len(windows),
+        "elbo": metrics["elbo"],
+        "kl_bits": metrics["kl_bits"],
+        "accuracy": metrics["accuracy"],
+        "sampled_accuracy": metrics["sampled_accuracy"],
+        "values": list(settings.values),
+        **_control(model, settings, edit_rows),
+    }
+    return results, mu, danceability
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per model (n/a: the model cannot be asked for danceability that way)."""
+    header = (
+        "| model | conditioning | windows | ELBO | KL (bits) | accuracy (teacher forced) | "
+        "accuracy (sampled) | control ρ (generated) | control ρ (edited) | edit keeps |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for r in results:
+        lines.append(
+            f"| {r['model']} | {r['conditioning']} | {r['windows']} | {r['elbo']:.2f} | "
+            f"{r['kl_bits']:.2f} | {r['accuracy']:.3f} | {r['sampled_accuracy']:.3f} | "
+            f"{_cell(r['control_generated'])} | {_cell(r['control_edited'])} | "
+            f"{_cell(r['edit_keeps'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_control(results: list[dict[str, Any]], path: Path) -> Path:
+    """Mean estimated danceability against the requested value, per model."""
+    fig = Figure(figsize=(6.5, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, r in enumerate(results):
+        color = f"C{i}"
+        for kind, style in (("generated", "-o"), ("edited", "--s")):
+            curve = r["curves"][kind]
+            if curve:
+                ax.plot(
+                    r["values"],
+                    curve,
+                    style,
+                    color=color,
+                    label=f"{r['model']} ({r['conditioning']}), {kind}",
+                )
+    ax.set_xlabel("requested danceability")
+    ax.set_ylabel("rhythm estimate of the result (mean)")
+    ax.set_title("Danceability control")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Projection of rows onto their two principal axes (zeros for missing ones)."""
+    centred = np.asarray(x, np.float64) - np.mean(x, 0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ vt[:2].T
+    return np.pad(projected, ((0, 0), (0, 2 - projected.shape[1])))
+
+
+def plot_mu_pca(
+    results: list[dict[str, Any]], mus: list[np.ndarray], colours: list[np.ndarray], path: Path
+) -> Path:
+    """One panel per model: mu of the held-out windows, PCA to 2-D, coloured by danceability."""
+    fig = Figure(figsize=(4.2 * len(results), 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, r, mu, c in zip(axes, results, mus, colours, strict=True):
+        points = pca_2d(mu)
+        scatter = ax.scatter(
+            points[:, 0], points[:, 1], c=c, cmap="viridis", s=10, vmin=0.0, vmax=1.0
+        )
+        ax.set_title(f"{r['model']} ({r['conditioning']})", fontsize=8)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        fig.colorbar(scatter, ax=ax, label="danceability")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def analyze(
+    checkpoints: Sequence[str | Path],
+    data: str | Path,
+    out: str | Path,
+    settings: AnalysisSettings = AnalysisSettings(),  # noqa: B008 (frozen, immutable)
+    *,
+    batch_size: int = 64,
+) -> dict[str, Path]:
+    """Analyse every checkpoint on the same split; write results.{md,json}, control/mu plots."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, mus, colours = [], [], []
+    for checkpoint in checkpoints:
+        model = TrainedModel.load(checkpoint, batch_size=batch_size)
+        result, mu, danceability = analyze_model(model, data, settings)
+        results.append(result)
+        mus.append(mu)
+        colours.append(danceability)
+    table = markdown_table(results)
+    paths = {
+        "table": out / "results.md",
+        "json": out / "results.json",
+        "control": out / "control.png",
+        "mu_pca": out / "mu_pca.png",
+    }
+    paths["table"].write_text(table)
+    paths["json"].write_text(
+        json.dumps(
+            {"data": str(data), "settings": dataclasses.asdict(settings), "models": results},
+            indent=1,
+        )
+    )
+    plot_control(results, paths["control"])
+    plot_mu_pca(results, mus, colours, paths["mu_pca"])
+    logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return paths
