@@ -1,0 +1,608 @@
+"""Side-by-side throughput of the Flax model and the torch reference (issue 7).
+
+Everything runs in one process and the frameworks are *alternated* step by step,
+so drift in machine load hits all of them alike; figures are medians over several
+repeats after a warm-up step, and the first step's time is reported as compile
+time. Both frameworks get the same weights (converted once) and the same batches.
+The achieved FLOP/s comes from the analytic count in `flop_count` and is divided
+by a float32 matmul peak measured with JAX in the same run (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_musicvae import rnn
+from jax_musicvae.config import (
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    SamplingConfig,
+    replace_checked,
+)
+
+logger = logging.getLogger(__name__)
+
+FRAMEWORKS = ("jax", "torch", "torch-compile")
+MODES = ("train", "sample")
+BASELINE = "torch"
+NOTES = {
+    "torch-compile": "torch.compile(model); nn.LSTM/GRU stay eager (dynamo graph break)",
+}
+
+# Variants of a configs/ file, for the GRU and conditioned figures and the smoke test.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bench_small_gru": ("bench_small", {"cell": "gru"}),
+    "bench_small_cond": ("bench_small", {"conditioning": "decoder"}),
+    "tiny": (
+        "bench_small",
+        {
+            "encoder_hidden": 16,
+            "decoder_hidden": 16,
+            "latent_size": 8,
+            "num_bars": 2,
+            "steps_per_bar": 4,
+            "input_depth": 13,
+        },
+    ),
+}
+
+
+@dataclasses.dataclass
+class Record:
+    """One framework x config x mode x batch measurement (a row of bench.json)."""
+
+    framework: str
+    config: str
+    mode: str
+    batch: int
+    examples_per_s: float
+    median_step_s: float
+    min_step_s: float
+    max_step_s: float
+    spread: float  # (max - min) / median of the timed steps
+    step_times_s: list[float]
+    compile_s: float
+    peak_mem_mb: float
+    peak_rss_mb: float
+    flops_per_step: float
+    achieved_flops: float
+    flops_fraction: float
+    matmul_peak_flops: float
+    device: str
+    load_avg: tuple[float, float, float]
+    speedup_vs_torch: float | None = None
+    notes: str = ""
+
+
+# -- configurations -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What a case needs from an experiment: the model and its loss and optimiser."""
+
+    model: ModelConfig
+    loss: LossConfig
+    optim: OptimConfig
+
+
+def resolve_config(name: str) -> BenchConfig:
+    """`configs/<name>.py` through the experiment loader, or a variant in VARIANTS."""
+    from jax_musicvae.experiment import load_config
+
+    base, changes = VARIANTS.get(name, (name, {}))
+    experiment = load_config(base)
+    model = replace_checked(experiment.model, **changes)
+    return BenchConfig(model, experiment.loss, experiment.optim)
+
+
+# -- analytic FLOP count ----------------------------------------------------------------
+
+
+def rnn_flops(cell: str, rows: int, steps: int, inputs: int, hidden: int) -> int:
+    """Matmul FLOPs of one RNN layer: 2 * rows * steps * (in + H) * G*H (G = 4 LSTM, 3 GRU)."""
+    return 2 * rows * steps * (inputs + hidden) * rnn.gate_count(cell) * hidden
+
+
+def dense_flops(rows: int, inputs: int, outputs: int) -> int:
+    return 2 * rows * inputs * outputs
+
+
+def forward_flops(c: ModelConfig, batch: int, encoder: bool = True) -> int:
+    """Matmul FLOPs of one forward pass (teacher forcing / generation do the same matmuls).
+
+    Elementwise gate math, one-hot construction and the loss are left out; the
+    one-hot input matmuls are counted because both frameworks do them densely.
+    """
+    b, u, s, d, h, layers = (
+        batch,
+        c.num_bars,
+        c.steps_per_bar,
+        c.input_depth,
+        c.decoder_hidden,
+        c.decoder_layers,
+    )
+    total = 0
+    if encoder:
+        for k in range(c.encoder_layers):
+            inputs = d if k == 0 else 2 * c.encoder_hidden
+            total += 2 * rnn_flops(c.cell, b, u * s, inputs, c.encoder_hidden)
+        total += 2 * dense_flops(b, c.head_input_size, c.encoded_size)
+    if c.wiring == "original":
+        total += dense_flops(b, c.noise_size, c.encoded_size)
+    state = layers * rnn.carry_size(c.cell) * h
+    lz = c.decoder_latent_size
+    if c.wiring == "original":
+        for k in range(layers):
+            total += rnn_flops(c.cell, b, u, lz if k == 0 else h, h)
+        total += dense_flops(b * u, h, c.latent_size)
+        embedding = c.latent_size
+    elif c.hierarchical:
+        total += dense_flops(b, lz, state)
+        for k in range(layers):
+            total += rnn_flops(c.cell, b, u, 1 if k == 0 else h, h)
+        total += dense_flops(b * u, h, state)
+        embedding = h
+    else:
+        total += dense_flops(b, lz, state)
+        embedding = lz
+    for k in range(layers):
+        total += rnn_flops(c.cell, b * u, s, d + embedding if k == 0 else h, h)
+    total += dense_flops(b * u * s, h, d)
+    return total
+
+
+def flop_count(c: ModelConfig, batch: int, mode: str) -> int:
+    """FLOPs of one step: train = 3 x forward (backward ~ 2 x forward); sample = decoder only."""
+    if mode == "train":
+        return 3 * forward_flops(c, batch)
+    return forward_flops(c, batch, encoder=False)
+
+
+# -- memory and the matmul peak ----------------------------------------------------------------
+
+
+def _status_kb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    return 0.0 if kb is None else kb / 1024.0
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    return 0.0 if kb is None else kb / 1024.0
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """Float32 FLOP/s of a large square matmul in JAX: the machine's practical peak."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    mm(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mm(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times)
+
+
+def device_name(framework: str, use_gpu: bool) -> str:
+    """Human-readable device of a framework, with torch's TF32 setting on CUDA."""
+    if framework == "jax":
+        device = jax.devices("gpu" if use_gpu else "cpu")[0]
+        return f"jax:{device.platform}:{getattr(device, 'device_kind', '')}"
+    import torch
+
+    if use_gpu:
+        tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
+        return f"torch:cuda:{torch.cuda.get_device_name()} (cuDNN, tf32={'on' if tf32 else 'off'})"
+    return (
+        f"torch:cpu:{platform.processor() or platform.machine()} threads={torch.get_num_threads()}"
+    )
+
+
+# -- runners ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+    """One batch shared by every framework (numpy, float32 / int32)."""
+
+    tokens: np.ndarray
+    condition: np.ndarray | None
+    eps: np.ndarray
+
+
+def make_inputs(c: ModelConfig, batch: int, seed: int) -> Inputs:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, c.input_depth, (batch, c.sequence_length)).astype(np.int32)
+    condition = rng.random(batch).astype(np.float32) if c.uses_condition else None
+    eps = rng.standard_normal((batch, c.noise_size)).astype(np.float32)
+    return Inputs(tokens, condition, eps)
+
+
+Runner = Callable[[], None]
+
+
+def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu: bool) -> Runner:
+    """A jitted train step (state donated, so XLA updates it in place) or generation."""
+    from jax_musicvae import steps
+    from jax_musicvae.models import MusicVAE
+
+    c = bc.model
+    device = jax.devices("gpu" if use_gpu else "cpu")[0]
+    params = jax.device_put(jax.tree.map(np.array, params), device)
+    condition = None if inputs.condition is None else jax.device_put(inputs.condition, device)
+    if mode == "sample":
+        generate = jax.jit(
+            lambda p, z, cond: MusicVAE(c).apply({"params": p}, z, cond, method=MusicVAE.generate)
+        )
+        z = jax.device_put(inputs.eps, device)
+
+        def sample() -> None:
+            generate(params, z, condition)["tokens"].block_until_ready()
+
+        return sample
+
+    batch = {"tokens": jax.device_put(inputs.tokens, device)}
+    if condition is not None:
+        batch["condition"] = condition
+    noise = steps.Noise(jax.device_put(inputs.eps, device))
+    loss, sampling = bc.loss, SamplingConfig()
+    step = jax.jit(
+        steps.train_step,
+        static_argnames=("model", "loss", "sampling"),
+        donate_argnums=(0,),
+    )
+    box = [steps.create_state(c, bc.optim, params)]
+    beta, probability = jnp.float32(loss.max_beta), jnp.float32(0.0)
+
+    def train() -> None:
+        state, metrics = step(
+            box[0], batch, noise, beta, probability, None, model=c, loss=loss, sampling=sampling
+        )
+        metrics["loss"].block_until_ready()
+        box[0] = state
+
+    return train
+
+
+def torch_runner(
+    bc: BenchConfig,
+    state_dict: dict[str, np.ndarray],
+    inputs: Inputs,
+    mode: str,
+    use_gpu: bool,
+    compiled: bool,
+) -> Runner:
+    """The reference's own train step / generate; `compiled` wraps the model in torch.compile."""
+    import torch
+
+    from torch_reference import train as torch_train
+    from torch_reference.model import MusicVAE as TorchMusicVAE
+
+    c = bc.model
+    device = torch.device("cuda" if use_gpu else "cpu")
+    model = TorchMusicVAE(c)
+    model.load_state_dict({k: torch.tensor(v) for k, v in state_dict.items()})
+    model.to(device)
+    tokens = torch.tensor(inputs.tokens, dtype=torch.long, device=device)
+    condition = None
+    if inputs.condition is not None:
+        condition = torch.tensor(inputs.condition, device=device)
+    eps = torch.tensor(inputs.eps, device=device)
+    sync = torch.cuda.synchronize if use_gpu else (lambda: None)
+    if mode == "sample":
+        model.eval()
+
+        def sample() -> None:
+            model.generate(eps, condition)
+            sync()
+
+        return sample
+
+    optimizer = torch_train.make_optimizer(model, bc.optim)
+    module = torch.compile(model) if compiled else model
+    loss, optim, sampling = bc.loss, bc.optim, SamplingConfig()
+    batch = {"tokens": tokens, "condition": condition}
+    counter = [0]
+
+    def train() -> None:
+        torch_train.train_step(
+            module, optimizer, batch, counter[0], loss, optim, sampling, eps
+        )  # returns python floats: the step has finished on the device
+        counter[0] += 1
+        sync()
+
+    return train
+
+
+# -- the benchmark ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Timing:
+    first_s: float = 0.0
+    steps_s: list[float] = dataclasses.field(default_factory=list)
+    peak_mem_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+def _timed(runner: Runner, framework: str, use_gpu: bool, timing: Timing, record: bool) -> None:
+    """Run one step; add its time and memory to `timing` (only the time if not `record`)."""
+    torch = importlib.import_module("torch") if framework != "jax" else None
+    if use_gpu and torch is not None:
+        torch.cuda.reset_peak_memory_stats()
+    reset_peak_rss()
+    before = rss_mb()
+    start = time.perf_counter()
+    runner()
+    elapsed = time.perf_counter() - start
+    if not record:
+        timing.first_s = elapsed
+        return
+    timing.steps_s.append(elapsed)
+    timing.peak_rss_mb = max(timing.peak_rss_mb, peak_rss_mb())
+    if use_gpu and torch is not None:
+        used = torch.cuda.max_memory_allocated() / 2**20
+    elif use_gpu:
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        used = stats.get("peak_bytes_in_use", 0) / 2**20
+    else:
+        used = peak_rss_mb() - before
+    timing.peak_mem_mb = max(timing.peak_mem_mb, used)
+
+
+def bench_case(
+    name: str,
+    bc: BenchConfig,
+    weights: tuple[Any, dict[str, np.ndarray]],
+    batch: int,
+    mode: str,
+    frameworks: Sequence[str],
+    repeats: int,
+    peak_flops: float,
+    use_gpu: bool,
+    seed: int = 0,
+) -> list[Record]:
+    """All frameworks on one config x batch x mode, alternated step by step.
+
+    `weights` is (Flax params, the same as a torch state dict), converted once.
+    """
+    c = bc.model
+    params, state_dict = weights
+    inputs = make_inputs(c, batch, seed)
+    runners: dict[str, Runner] = {}
+    timings: dict[str, Timing] = {}
+    for framework in frameworks:
+        if framework == "torch-compile" and mode == "sample":
+            logger.info(
+                "skipping torch-compile for sample: dynamo would unroll its %d-step loop",
+                c.sequence_length,
+            )
+            continue
+        if framework == "jax":
+            runners[framework] = jax_runner(bc, params, inputs, mode, use_gpu)
+        else:
+            runners[framework] = torch_runner(
+                bc, state_dict, inputs, mode, use_gpu, compiled=framework == "torch-compile"
+            )
+        timings[framework] = Timing()
+        logger.info("%s %s %s batch %d: first step (compile)", name, mode, framework, batch)
+        _timed(runners[framework], framework, use_gpu, timings[framework], record=False)
+    for repeat in range(repeats):
+        for framework, runner in runners.items():
+            _timed(runner, framework, use_gpu, timings[framework], record=True)
+            logger.info(
+                "%s %s %s batch %d repeat %d: %.3fs",
+                name,
+                mode,
+                framework,
+                batch,
+                repeat,
+                timings[framework].steps_s[-1],
+            )
+    flops = float(flop_count(c, batch, mode))
+    records = []
+    for framework, timing in timings.items():
+        median = statistics.median(timing.steps_s)
+        achieved = flops / median
+        records.append(
+            Record(
+                framework=framework,
+                config=name,
+                mode=mode,
+                batch=batch,
+                examples_per_s=batch / median,
+                median_step_s=median,
+                min_step_s=min(timing.steps_s),
+                max_step_s=max(timing.steps_s),
+                spread=(max(timing.steps_s) - min(timing.steps_s)) / median,
+                step_times_s=timing.steps_s,
+                compile_s=timing.first_s,
+                peak_mem_mb=timing.peak_mem_mb,
+                peak_rss_mb=timing.peak_rss_mb,
+                flops_per_step=flops,
+                achieved_flops=achieved,
+                flops_fraction=achieved / peak_flops,
+                matmul_peak_flops=peak_flops,
+                device=device_name("jax" if framework == "jax" else "torch", use_gpu),
+                load_avg=os.getloadavg(),
+                notes=NOTES.get(framework, ""),
+            )
+        )
+    baseline = next((r for r in records if r.framework == BASELINE), None)
+    for record in records:
+        if baseline is not None:
+            record.speedup_vs_torch = record.examples_per_s / baseline.examples_per_s
+    return records
+
+
+def run_benchmark(
+    configs: Sequence[str],
+    batches: Sequence[int],
+    frameworks: Sequence[str] = FRAMEWORKS,
+    modes: Sequence[str] = MODES,
+    repeats: int = 3,
+    gpu: bool | None = None,
+    sample_batches: Sequence[int] | None = None,
+) -> list[Record]:
+    """Every config x mode x batch; on CPU, and on GPU too when one is present (gpu=None)."""
+    import torch
+
+    from jax_musicvae.convert import flax_to_torch
+    from jax_musicvae.models import init_params
+
+    torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
+    unknown = set(frameworks) - set(FRAMEWORKS)
+    if unknown:
+        raise ValueError(f"unknown frameworks {sorted(unknown)}; known: {', '.join(FRAMEWORKS)}")
+    if gpu is None:
+        gpu = torch.cuda.is_available() and any(d.platform == "gpu" for d in jax.devices())
+    records: list[Record] = []
+    for use_gpu in (False, True) if gpu else (False,):
+        peak = measure_matmul_peak()
+        logger.info("%s matmul peak %.1f GFLOP/s", "GPU" if use_gpu else "CPU", peak / 1e9)
+        done: list[Record] = []
+        for name in configs:
+            bc = resolve_config(name)
+            params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
+            weights = (params, flax_to_torch(params, bc.model))
+            for mode in modes:
+                for batch in sample_batches if mode == "sample" and sample_batches else batches:
+                    done += bench_case(
+                        name, bc, weights, batch, mode, frameworks, repeats, peak, use_gpu
+                    )
+        # The peak again at the end; the larger one makes the fractions conservative.
+        peak = max(peak, measure_matmul_peak())
+        for record in done:
+            record.matmul_peak_flops = peak
+            record.flops_fraction = record.achieved_flops / peak
+        records += done
+    return records
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def markdown_table(records: Sequence[Record]) -> str:
+    """One row per record; `x torch` is examples/s relative to torch eager in the same case."""
+    header = (
+        "config",
+        "mode",
+        "batch",
+        "framework",
+        "examples/s",
+        "x torch",
+        "median step s",
+        "spread",
+        "compile s",
+        "peak MB",
+        "GFLOP/s",
+        "% matmul peak",
+        "load",
+    )
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in records:
+        speedup = "" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}"
+        cells = (
+            r.config,
+            r.mode,
+            str(r.batch),
+            r.framework,
+            f"{r.examples_per_s:.3g}",
+            speedup,
+            f"{r.median_step_s:.3g}",
+            f"{100 * r.spread:.0f}%",
+            f"{r.compile_s:.1f}",
+            f"{r.peak_mem_mb:.0f}",
+            f"{r.achieved_flops / 1e9:.1f}",
+            f"{100 * r.flops_fraction:.0f}%",
+            f"{r.load_avg[0]:.1f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _case(r: Record) -> tuple[str, str, int, str]:
+    return (r.config, r.mode, r.batch, r.device.split(":")[1])
+
+
+def bar_chart(records: Sequence[Record], path: Path) -> None:
+    """Grouped bars of examples/s (log scale) per case, one colour per framework."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(
+        dict.fromkeys((r.config, r.mode, r.batch, r.device.split(":")[1]) for r in records)
+    )
+    frameworks = list(dict.fromkeys(r.framework for r in records))
+    width = 0.8 / max(len(frameworks), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cases)), 4.0))
+    for i, framework in enumerate(frameworks):
+        xs, ys = [], []
+        for j, case in enumerate(cases):
+            for r in records:
+                if r.framework == framework and _case(r) == case:
+                    xs.append(j + (i - (len(frameworks) - 1) / 2) * width)
+                    ys.append(r.examples_per_s)
+        ax.bar(xs, ys, width, label=framework)
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels([f"{c}\n{m} B={b}" for c, m, b, _ in cases], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("examples (train) / sequences (sample) per s")
+    ax.legend()
+    ax.set_title(f"musicvae bench, load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(records: Sequence[Record], out: Path) -> str:
+    """bench.json, bench.md and bench.png in `out`; returns the Markdown table."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(records)
+    (out / "bench.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in records], indent=1, allow_nan=False)
+    )
+    (out / "bench.md").write_text(table + "\n")
+    bar_chart(records, out / "bench.png")
+    return table

@@ -1,0 +1,76 @@
+"""Smoke test of `musicvae bench` on a tiny config: records, files and sane values (no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jax_musicvae import bench
+from jax_musicvae.cli import main
+
+FIELDS = {
+    "framework",
+    "config",
+    "mode",
+    "batch",
+    "examples_per_s",
+    "median_step_s",
+    "peak_mem_mb",
+    "flops_fraction",
+    "device",
+    "spread",
+    "compile_s",
+    "speedup_vs_torch",
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "--config", "tiny", "--batch", "3", "--repeats", "2", "--out", str(out)]
+    code = main([*argv, "--frameworks", "jax,torch", "--device", "cpu"])
+    return code, out
+
+
+def test_writes_json_table_and_chart(run):
+    code, out = run
+    assert code == 0
+    assert (out / "bench.md").read_text().startswith("| config | mode | batch | framework |")
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_records_are_sane(run):
+    _, out = run
+    records = json.loads((out / "bench.json").read_text())
+    cases = {(r["framework"], r["mode"]) for r in records}
+    assert cases == {("jax", "train"), ("torch", "train"), ("jax", "sample"), ("torch", "sample")}
+    for r in records:
+        assert set(r) >= FIELDS
+        assert r["config"] == "tiny" and r["batch"] == 3
+        assert len(r["step_times_s"]) == 2
+        assert r["min_step_s"] <= r["median_step_s"] <= r["max_step_s"]
+        assert r["examples_per_s"] == pytest.approx(3 / r["median_step_s"])
+        assert 0 < r["flops_fraction"] < 10
+        assert r["compile_s"] > 0 and r["peak_mem_mb"] >= 0
+        assert r["device"].startswith(("jax:cpu", "torch:cpu"))
+        if r["framework"] == "torch":
+            assert r["speedup_vs_torch"] == pytest.approx(1.0)
+
+
+def test_flop_count_matches_hand_count():
+    """bench_small forward: encoder 74.7, core 37.4, output 0.75 GFLOP per 64 examples."""
+    c = bench.resolve_config("bench_small").model
+    encoder = 2 * 2 * 64 * 256 * (90 + 256) * 1024 + 2 * 2 * 64 * 256 * (512 + 256) * 1024
+    core = 2 * 1024 * 16 * (346 + 256) * 1024 + 2 * 1024 * 16 * (256 + 256) * 1024
+    conductor = 2 * 64 * 16 * (1 + 256) * 1024 + 2 * 64 * 16 * (256 + 256) * 1024
+    dense = 2 * 64 * 512 * 128 * 2 + 2 * 64 * 128 * 1024 + 2 * 1024 * 256 * 1024
+    output = 2 * 64 * 256 * 256 * 90
+    forward = encoder + core + conductor + dense + output
+    assert bench.flop_count(c, 64, "train") == 3 * forward
+    assert bench.flop_count(c, 64, "sample") == forward - encoder - 2 * 64 * 512 * 128 * 2
+
+
+def test_unknown_config_and_framework_fail_cleanly(tmp_path):
+    assert main(["bench", "--config", "nope", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--config", "tiny", "--frameworks", "mxnet", "--out", str(tmp_path)]) == 2
