@@ -1,0 +1,98 @@
+"""Analysis: Spearman, rhythm of tokens, PCA, and `musicvae analyze` on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+from test_generate import cli, dataset, make_checkpoint  # noqa: F401 (dataset is a fixture)
+
+from jax_musicvae.analysis import pca_2d, spearman, spearman_numpy
+from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector, melody_rhythm
+from jax_musicvae.data.representations import Melody90, PianoRoll61
+from jax_musicvae.generate import TrainedModel
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    requested = np.repeat(np.round(np.arange(0.1, 1.0, 0.1), 1), 7)
+    estimated = np.round(requested + rng.normal(0, 0.3, len(requested)), 1)  # many ties
+    expected = spearmanr(requested, estimated).statistic
+    assert spearman_numpy(requested, estimated) == pytest.approx(expected, abs=1e-12)
+    assert spearman(requested, estimated) == pytest.approx(expected, abs=1e-12)
+    assert spearman_numpy([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman_numpy([1, 2, 3, 4], [4, 3, 3, 1]) == pytest.approx(-0.9486832980505138)
+    assert math.isnan(spearman_numpy([1, 2, 3], [5, 5, 5]))
+    assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_token_onsets_for_both_representations():
+    melody = np.array([0, 40, 0, 1, 41, 0, 0, 42, 1, 0, 0, 0, 43, 0, 0, 0])
+    rhythm = melody_rhythm(melody, Melody90(), tempo_bpm=100)
+    np.testing.assert_array_equal(rhythm.onset_steps, [1, 4, 7, 12])
+    assert rhythm.num_steps == 16 and rhythm.tempo_bpm == 100 and rhythm.drum_onset_count == 0
+    roll = np.array([60, 60, 5, 5, 7, 60, 7, 7, 7, 9, 9, 60, 60, 60, 60, 60])
+    np.testing.assert_array_equal(melody_rhythm(roll, PianoRoll61()).onset_steps, [2, 4, 6, 9])
+
+
+def test_pca_orders_axes_by_variance():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5)) * np.array([5.0, 0.1, 2.0, 0.1, 0.1])
+    points = pca_2d(x)
+    assert points.shape == (200, 2)
+    assert points[:, 0].var() > points[:, 1].var() > 3.0
+    assert abs(np.corrcoef(points[:, 0], x[:, 0])[0, 1]) > 0.99
+    assert pca_2d(np.ones((4, 1)) * np.arange(4)[:, None]).shape == (4, 2)  # one dimension
+
+
+def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
+    # Two models of one architecture share compiled code; one has an attribute vector.
+    steered = make_checkpoint(tmp_path / "steered", "none", seed=1)
+    plain = make_checkpoint(tmp_path / "plain", "none", seed=2)
+    model = TrainedModel.load(steered, batch_size=2)
+    vector = compute_attribute_vector(model, dataset, fraction=0.5)
+    vector.save(steered / "checkpoints" / "0" / ATTRIBUTE_FILE)
+    out = tmp_path / "analysis"
+    argv = ["analyze", "--checkpoints", steered, plain, "--data", dataset, "--out", out]
+    argv += ["--max-windows", "8", "--samples-per-value", "2", "--edit-windows", "2"]
+    argv += ["--temperature", "1", "--batch-size", "2"]
+    assert cli.main([str(a) for a in argv]) == 0
+
+    report = json.loads((out / "results.json").read_text())
+    assert report["settings"]["split"] == "test" and len(report["models"]) == 2
+    for result in report["models"]:
+        assert result["conditioning"] == "none" and result["windows"] == 8
+        assert result["values"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+        assert math.isfinite(result["elbo"]) and result["elbo"] < 0
+        assert result["kl_bits"] >= 0
+        assert 0 <= result["accuracy"] <= 1 and 0 <= result["sampled_accuracy"] <= 1
+    with_vector, without = report["models"]
+    for key in ("control_generated", "control_edited"):
+        assert with_vector[key] is not None and -1 <= with_vector[key] <= 1
+        assert without[key] is None  # `none` without an attribute vector cannot be steered
+    assert 0 <= with_vector["edit_keeps"] <= 1 and without["edit_keeps"] is None
+    for kind in ("generated", "edited", "keeps"):
+        curve = with_vector["curves"][kind]
+        assert len(curve) == 9 and all(0 <= v <= 1 for v in curve)
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith(f"| {steered} | none | 8 |")
+    assert table[3].endswith("| n/a | n/a | n/a |")
+    for name in ("control.png", "mu_pca.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_refuses_a_dataset_of_another_shape(tmp_path, dataset, caplog):  # noqa: F811
+    from test_generate import random_params, tiny_config
+
+    from jax_musicvae.checkpoints import save_params_checkpoint
+
+    longer = tiny_config("none", num_bars=4)
+    save_params_checkpoint(tmp_path / "m", random_params(longer.model), longer.to_dict())
+    argv = ["analyze", "--checkpoints", tmp_path / "m", "--data", dataset, "--out", tmp_path / "a"]
+    assert cli.main([str(a) for a in argv]) == 2
+    assert (
+        "melody90 windows of 4 bars" in caplog.text and "melody90 windows of 2 bars" in caplog.text
+    )
