@@ -29,7 +29,7 @@ from jax_musicvae.config import CONDITIONINGS, ModelConfig
 from jax_musicvae.convert import ConversionError, flax_to_torch, torch_shapes, torch_to_flax
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.models import MusicVAE
-from jax_musicvae.torch_checkpoints import load_torch_checkpoint
+from jax_musicvae.torch_checkpoints import is_module_pickle, load_torch_checkpoint, open_archive
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +113,6 @@ def detect_format(path: Path) -> str:
         )
     if _is_safetensors(path):
         return "torch"
-    from jax_musicvae.torch_checkpoints import is_module_pickle, open_archive
-
     return "magenta-torch" if is_module_pickle(open_archive(path)) else "torch"
 
 
