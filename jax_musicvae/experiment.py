@@ -163,21 +163,17 @@ def _parse(key: str, current: Any, text: str) -> Any:
     return text
 
 
-def set_value(config: Any, key: str, text: str) -> Any:
+def set_value(config: Any, key: str, text: str, full_key: str | None = None) -> Any:
     """A copy of `config` with the dotted `key` set from its text form."""
+    full_key = full_key or key
     head, _, rest = key.partition(".")
-    current = _field(config, head, key)
+    current = _field(config, head, full_key)
     if rest:
         if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"unknown config key {key!r}: {head} has no fields")
-        try:
-            value = set_value(current, rest, text)
-        except ConfigError as error:
-            if str(error).startswith("unknown config key"):
-                raise ConfigError(f"unknown config key {key!r}") from None
-            raise
+            raise ConfigError(f"unknown config key {full_key!r}: {head} has no fields")
+        value = set_value(current, rest, text, full_key)
     else:
-        value = _parse(key, current, text)
+        value = _parse(full_key, current, text)
     return replace_checked(config, **{head: value})
 
 

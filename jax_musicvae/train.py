@@ -66,16 +66,20 @@ def initialize_distributed(config: ExperimentConfig) -> None:
 
 
 def make_mesh(config: ExperimentConfig) -> Mesh:
-    """A (data, model) mesh over all devices of all processes."""
+    """A (data, model) mesh over all devices, or the first data x model on one host."""
     count = jax.device_count()
     model = config.mesh.model
     data = config.mesh.data if config.mesh.data != -1 else count // model
-    if data * model != count:
+    used = data * model
+    if used > count or (used < count and jax.process_count() > 1) or used < 1:
         raise ConfigError(
-            f"mesh.data={config.mesh.data} x mesh.model={model} does not cover {count} devices"
+            f"mesh.data={config.mesh.data} x mesh.model={model} does not fit {count} devices "
+            f"of {jax.process_count()} process(es)"
         )
     auto = (jax.sharding.AxisType.Auto,) * 2
-    return jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto)
+    return jax.make_mesh(
+        (data, model), (DATA_AXIS, MODEL_AXIS), axis_types=auto, devices=jax.devices()[:used]
+    )
 
 
 def leaf_sharding(shape: tuple[int, ...], mesh: Mesh, shard: bool) -> NamedSharding:

@@ -1,0 +1,120 @@
+"""The trainer: outputs, exact resumption (also after kill -9), non-finite abort, fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from test_checkpoints import assert_trees_equal
+from train_helpers import build_tiny_dataset, set_args, tiny_config
+
+from jax_musicvae import checkpoints as ckpt
+from jax_musicvae.models import init_params
+from jax_musicvae.train import TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return build_tiny_dataset(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """An uninterrupted 8-step run (every step checkpointed, as the killed run below)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    config = tiny_config(num_steps=8, checkpoint_every=1, log_every=1)
+    return config, train(config, dataset, workdir), workdir
+
+
+def records(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_outputs(reference):
+    config, summary, workdir = reference
+    assert summary["step"] == 8
+    logged = records(workdir)
+    evals = [r for r in logged if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [3, 6, 8]
+    for name in ("elbo", "recon", "kl_bits", "accuracy", "sampled_accuracy"):
+        assert np.isfinite(evals[-1][name])
+    assert 0.0 < logged[0]["baseline_accuracy"] < 1.0
+    assert [r["step"] for r in logged if r["split"] == "train"] == list(range(1, 9))
+    assert all(r["examples_per_second"] > 0 for r in logged if r["split"] == "train")
+    for name in ("curves.png", "reconstructions.png"):
+        assert (workdir / name).read_bytes()[:4] == b"\x89PNG"
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    # keep=2 latest plus the best evaluated step
+    kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    best = max(evals, key=lambda r: r["elbo"])["step"]
+    assert kept == sorted({7, 8, best})
+    _, best_params = ckpt.load_params(workdir, best=True)
+    assert ckpt.best_step(ckpt.make_manager(workdir / "checkpoints", read_only=True)) == best
+    assert_trees_equal(ckpt.load_params(workdir)[1], summary["params"])
+    assert best_params is not None
+
+
+def test_resume_from_a_checkpoint_is_bitwise_exact(reference, dataset, tmp_path):
+    config, summary, _ = reference
+    first = dataclasses.replace(config, train=dataclasses.replace(config.train, num_steps=5))
+    train(first, dataset, tmp_path)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(config, dataset, tmp_path)
+    resumed = train(config, dataset, tmp_path, resume=True)
+    assert resumed["step"] == 8
+    assert_trees_equal(resumed["params"], summary["params"])
+    steps = [r["step"] for r in records(tmp_path) if r["split"] == "train"]
+    assert steps == list(range(1, 9))
+
+
+def test_kill_9_then_resume_is_bitwise_exact(reference, dataset, tmp_path):
+    """SIGKILL a CLI run once step 4 is logged (saves every step, so often mid-save)."""
+    config, summary, _ = reference
+    command = [sys.executable, "-m", "jax_musicvae.cli", "train", "--data", str(dataset)]
+    command += ["--workdir", str(tmp_path), "--config", "cpu_small", *set_args(config)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if log.exists() and '"step": 4, "split": "train"' in log.read_text():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    killed_at = max(r["step"] for r in records(tmp_path) if "step" in r)
+    assert 4 <= killed_at < 8
+    resumed = train(config, dataset, tmp_path, resume=True)
+    assert_trees_equal(resumed["params"], summary["params"])
+
+
+def test_nonfinite_updates_are_skipped_then_abort(dataset, tmp_path):
+    config = tiny_config(num_steps=20, max_consecutive_nonfinite=3, log_every=1)
+    config = config.override(["optim.learning_rate=1e38"])
+    with pytest.raises(TrainingError, match="3 non-finite updates in a row"):
+        train(config, dataset, tmp_path)
+    skipped = [r for r in records(tmp_path) if r["split"] == "nonfinite"]
+    assert len(skipped) == 3 and all(r["skipped"] == 1.0 for r in skipped)
+
+
+def test_fine_tune_from_a_parameters_only_checkpoint(dataset, tmp_path):
+    config = tiny_config(num_steps=2, eval_every=2)
+    params = init_params(config.model, jax.random.key(42))
+    ckpt.save_params_checkpoint(tmp_path, params, config.to_dict())
+    summary = train(config, dataset, tmp_path, resume=True)
+    assert summary["step"] == 2
+    changed = jax.tree.map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), params, summary["params"]
+    )
+    assert any(jax.tree.leaves(changed))
