@@ -24,7 +24,7 @@ def get_config() -> ExperimentConfig:
             input_depth=90,
             wiring="magenta",
         ),
-        loss=LossConfig(free_bits=16.0, max_beta=0.2, beta_rate=0.999),
+        loss=LossConfig(free_bits=64.0, max_beta=0.2, beta_rate=0.999),
         optim=OptimConfig(learning_rate=2e-3, min_learning_rate=1e-4, decay_rate=0.999),
         sampling=SamplingConfig(schedule="teacher_forcing"),
         train=TrainConfig(

@@ -8,7 +8,7 @@ import logging
 import sys
 
 # Sub-command modules, imported lazily so `musicvae --help` stays fast.
-COMMAND_MODULES = ("parity", "data", "convert", "train", "generate", "bench")
+COMMAND_MODULES = ("parity", "data", "convert", "train", "generate", "bench", "quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:
