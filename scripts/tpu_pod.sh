@@ -10,7 +10,8 @@
 #
 # jax.distributed.initialize() auto-detects the slice (mesh.distributed=true), each
 # host reads its own shard of the records, only process 0 writes logs, and orbax
-# saves checkpoints collectively. WORKDIR must be shared by all hosts (a gs:// bucket).
+# saves checkpoints collectively. WORKDIR must be a filesystem path shared by all hosts,
+# e.g. a bucket mounted with gcsfuse at /gcs/BUCKET (gs:// URLs are not supported yet).
 set -euo pipefail
 
 NAME=${NAME:-musicvae-pod}
@@ -21,7 +22,7 @@ REPO=${REPO:-https://github.com/OWNER/jax-musicvae.git}
 CONFIG=${CONFIG:-configs/hierdec_mel_16bar.py}
 DATA=${DATA:-/tmp/lakh16}                # local copy on every host
 SOURCE=${SOURCE:-corpus:folk}
-WORKDIR=${WORKDIR:-gs://BUCKET/runs/hierdec_mel_16bar}
+WORKDIR=${WORKDIR:-/gcs/BUCKET/runs/hierdec_mel_16bar}
 EXTRA=${EXTRA:-}                         # e.g. "--set mesh.model=4 --set mesh.shard_params=true"
 
 on_all() { gcloud compute tpus tpu-vm ssh "$NAME" --zone "$ZONE" --worker=all --command "$1"; }
@@ -41,5 +42,5 @@ case "${1:-}" in
   delete)
     gcloud compute tpus tpu-vm delete "$NAME" --zone "$ZONE" --quiet ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,14p' "$0"; exit 2 ;;
 esac
