@@ -76,6 +76,7 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(reference, dataset, tmp_path)
     assert steps == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_is_bitwise_exact(reference, dataset, tmp_path):
     """SIGKILL a CLI run once step 4 is logged (saves every step, so often mid-save)."""
     config, summary, _ = reference
