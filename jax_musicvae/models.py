@@ -160,24 +160,37 @@ class Decoder(nn.Module):
         core_state = jnp.tanh(dense(self.core_initial_state(), context, self._dtype))
         return context, rnn.carries_from_vector(c.cell, core_state, c.decoder_layers, hidden)
 
+    def core_input(
+        self, stack: list[dict[str, Params]], context: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Split the core's first input projection into its token and bar-context halves.
+
+        The core reads [previous token one-hot, bar context]; the context is the same
+        for all S steps of a bar, so its half of x W_ih (+ b_ih) is computed once per
+        bar instead of once per step. Returns (W_ih token rows [D, G*H], context
+        projection [..., G*H]).
+        """
+        w_ih, depth = stack[0]["uni"]["w_ih"], self.config.input_depth
+        context_proj = rnn.matmul(context, w_ih[depth:], self._dtype) + stack[0]["uni"]["b_ih"]
+        return w_ih[:depth], context_proj
+
     def teacher_forced(self, tokens: jax.Array, z_dec: jax.Array, deterministic: bool) -> jax.Array:
         """Logits [B, T, D] with the true previous token fed at every step."""
         c = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
         context, core_init = self.bar_context(z_dec, conductor_key)
-        batch, bars, steps = tokens.shape[0], c.num_bars, c.steps_per_bar
+        batch, bars = tokens.shape[0], c.num_bars
         previous = _to_bars(previous_token_inputs(tokens, c.input_depth), bars)
-        context = context.reshape(batch * bars, 1, -1)
-        inputs = jnp.concatenate(
-            [previous, jnp.broadcast_to(context, (batch * bars, steps, context.shape[-1]))], -1
-        )
+        stack = self.core()
+        w_token, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
+        x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[:, None, :]
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
         _, top = rnn.run_stack(
-            c.cell, self.core(), inputs, carries, self._dtype, c.dropout, core_key
+            c.cell, stack, x_proj, carries, self._dtype, c.dropout, core_key, projected=True
         )
         logits = dense(self.out(), top, self._dtype)
-        return logits.reshape(batch, bars * steps, c.input_depth)
+        return logits.reshape(batch, c.sequence_length, c.input_depth)
 
     def scheduled(
         self,
@@ -199,9 +212,9 @@ class Decoder(nn.Module):
         truth = _to_bars(previous_token_inputs(tokens, depth), bars)
         not_bar_start = (jnp.arange(c.sequence_length) % steps) != 0
         fed_back = (choose_noise < sampling_probability) & not_bar_start[None, :]
-        context = context.reshape(rows, -1)
         carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
         stack, out = self.core(), self.out()
+        w_token, context_proj = self.core_input(stack, context.reshape(rows, -1))
         time_major = (
             jnp.swapaxes(truth, 0, 1),
             jnp.swapaxes(_to_bars(fed_back, bars), 0, 1),
@@ -217,11 +230,12 @@ class Decoder(nn.Module):
             carries, top = rnn.stack_step(
                 c.cell,
                 stack,
-                jnp.concatenate([previous, context], -1),
+                rnn.matmul(previous, w_token, self._dtype) + context_proj,
                 carries,
                 self._dtype,
                 c.dropout,
                 step_key,
+                projected=True,
             )
             logits = dense(out, top, self._dtype)
             sampled = jnp.argmax(jax.lax.stop_gradient(logits) / temperature + gumbel_t, -1)
@@ -243,32 +257,36 @@ class Decoder(nn.Module):
         batch, bars, steps, depth = z_dec.shape[0], c.num_bars, c.steps_per_bar, c.input_depth
         context, core_init = self.bar_context(z_dec, None)
         stack, out = self.core(), self.out()
+        w_token, context_proj = self.core_input(stack, context)
         if gumbel is None:
             noise = jnp.zeros((bars, steps, batch, depth), jnp.float32)
         else:
             noise = jnp.transpose(gumbel.reshape(batch, bars, steps, depth), (1, 2, 0, 3))
         per_bar = (
-            jnp.swapaxes(context, 0, 1),
+            jnp.swapaxes(context_proj, 0, 1),
             [tuple(jnp.swapaxes(a, 0, 1) for a in cr) for cr in core_init],
             noise,
         )
         scale = 1.0 if gumbel is None else 1.0 / temperature
 
         def bar(previous, xs):
-            context_u, carries, noise_u = xs
+            context_proj_u, carries, noise_u = xs
 
             def step(state, noise_t):
                 carries, previous = state
-                x = jnp.concatenate([previous, context_u], -1)
-                carries, top = rnn.stack_step(c.cell, stack, x, carries, self._dtype)
+                # The one-hot times W_ih is a row lookup; index `depth` reads the zero start.
+                x_proj = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
+                carries, top = rnn.stack_step(
+                    c.cell, stack, x_proj + context_proj_u, carries, self._dtype, projected=True
+                )
                 logits = dense(out, top, self._dtype)
                 token = jnp.argmax(logits * scale + noise_t, -1)
-                return (carries, jax.nn.one_hot(token, depth)), (logits, token)
+                return (carries, token), (logits, token)
 
             (_, previous), outputs = jax.lax.scan(step, (carries, previous), noise_u)
             return previous, outputs
 
-        start = jnp.zeros((batch, depth), jnp.float32)
+        start = jnp.full((batch,), depth, jnp.int32)
         _, (logits, tokens) = jax.lax.scan(bar, start, per_bar)
         return {
             "tokens": jnp.transpose(tokens, (2, 0, 1)).reshape(batch, bars * steps),

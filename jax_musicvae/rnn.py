@@ -105,10 +105,8 @@ def input_projection(p: Params, xs: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return matmul(xs, p["w_ih"], dtype) + p["b_ih"]
 
 
-def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
-    """One time step given the already projected input x W_ih + b_ih."""
-    h = carry[0]
-    h_proj = matmul(h, p["w_hh"], dtype) + p["b_hh"]
+def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carry:
+    """The elementwise part of a step, given x W_ih + b_ih and h W_hh + b_hh."""
     if cell == "lstm":
         i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
         c = jax.nn.sigmoid(f) * carry[1] + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -118,7 +116,12 @@ def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return ((1.0 - z) * n + z * h,)
+    return ((1.0 - z) * n + z * carry[0],)
+
+
+def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
+    """One time step given the already projected input x W_ih + b_ih."""
+    return gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
 
 
 def run_layer(
@@ -129,9 +132,13 @@ def run_layer(
     dtype: jnp.dtype,
     reverse: bool = False,
     unroll: int = 1,
+    projected: bool = False,
 ) -> tuple[Carry, jax.Array]:
-    """Run one layer over xs [B, T, in]; returns (final carry, outputs [B, T, H])."""
-    x_proj = jnp.swapaxes(input_projection(p, xs, dtype), 0, 1)
+    """Run one layer over xs [B, T, in]; returns (final carry, outputs [B, T, H]).
+
+    With `projected`, xs is already x W_ih + b_ih [B, T, G*H].
+    """
+    x_proj = jnp.swapaxes(xs if projected else input_projection(p, xs, dtype), 0, 1)
 
     def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
         carry = cell_step(cell, p, x_t, carry, dtype)
@@ -157,16 +164,67 @@ def run_stack(
     dtype: jnp.dtype,
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
+    projected: bool = False,
 ) -> tuple[list[Carry], jax.Array]:
-    """A unidirectional stack over a whole sequence, layer by layer."""
+    """A unidirectional stack over a whole sequence, layer by layer.
+
+    With `projected`, xs is layer 0's input already multiplied by its W_ih (plus b_ih).
+    """
     finals = []
     for k, layer in enumerate(stack):
         if k > 0:
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
             xs = dropout(xs, dropout_rate, key)
-        carry, xs = run_layer(cell, layer["uni"], xs, carries[k], dtype)
+        carry, xs = run_layer(
+            cell, layer["uni"], xs, carries[k], dtype, projected=projected and k == 0
+        )
         finals.append(carry)
     return finals, xs
+
+
+def run_bidirectional_layer(
+    cell: str,
+    layer: dict[str, Params],
+    xs: jax.Array,
+    hidden: int,
+    dtype: jnp.dtype,
+    unroll: int = 1,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Both directions of one layer in a single scan over xs [B, T, in], from zero state.
+
+    The fwd/bwd weights are stacked on a leading axis of 2 and the backward input
+    is flipped in time, so each step is one batched matmul [2, B, H] x [2, H, G*H]:
+    half the sequential steps of two scans. Returns (h_fwd, h_bwd, outputs [B, T, 2H]).
+    """
+    w = {name: jnp.stack([layer["fwd"][name], layer["bwd"][name]]) for name in layer["fwd"]}
+    proj = (
+        jnp.einsum(
+            "bti,dig->dtbg",
+            xs.astype(dtype),
+            w["w_ih"].astype(dtype),
+            preferred_element_type=jnp.float32,
+        )
+        + w["b_ih"][:, None, None, :]
+    )
+    proj = jnp.stack([proj[0], jnp.flip(proj[1], axis=0)], axis=1)  # [T, 2, B, G*H]
+    w_hh = w["w_hh"].astype(dtype)
+    b_hh = w["b_hh"][:, None, :]
+    carry = zero_carry(cell, 2 * xs.shape[0], hidden)
+    carry = tuple(a.reshape(2, xs.shape[0], hidden) for a in carry)
+
+    def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
+        h_proj = (
+            jnp.einsum(
+                "dbh,dhg->dbg", carry[0].astype(dtype), w_hh, preferred_element_type=jnp.float32
+            )
+            + b_hh
+        )
+        carry = gates(cell, x_t, h_proj, carry)
+        return carry, carry[0]
+
+    carry, ys = jax.lax.scan(step, carry, proj, unroll=unroll)  # ys [T, 2, B, H]
+    outputs = jnp.concatenate([ys[:, 0], jnp.flip(ys[:, 1], axis=0)], axis=-1)
+    return carry[0][0], carry[0][1], jnp.swapaxes(outputs, 0, 1)
 
 
 def run_bidirectional_stack(
@@ -179,18 +237,12 @@ def run_bidirectional_stack(
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd)."""
-    batch = xs.shape[0]
     h_fwd = h_bwd = None
     for k, layer in enumerate(stack):
         if k > 0:
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
             xs = dropout(xs, dropout_rate, key)
-        fwd_carry, fwd = run_layer(cell, layer["fwd"], xs, zero_carry(cell, batch, hidden), dtype)
-        bwd_carry, bwd = run_layer(
-            cell, layer["bwd"], xs, zero_carry(cell, batch, hidden), dtype, reverse=True
-        )
-        xs = jnp.concatenate([fwd, bwd], axis=-1)
-        h_fwd, h_bwd = fwd_carry[0], bwd_carry[0]
+        h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype)
     return h_fwd, h_bwd
 
 
@@ -202,16 +254,16 @@ def stack_step(
     dtype: jnp.dtype,
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
+    projected: bool = False,
 ) -> tuple[list[Carry], jax.Array]:
-    """One time step through every layer of a unidirectional stack."""
+    """One time step through every layer of a unidirectional stack (`projected` as run_stack)."""
     new = []
     for k, layer in enumerate(stack):
         if k > 0:
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
             x = dropout(x, dropout_rate, key)
-        carry = cell_step(
-            cell, layer["uni"], input_projection(layer["uni"], x, dtype), carries[k], dtype
-        )
+        x_proj = x if projected and k == 0 else input_projection(layer["uni"], x, dtype)
+        carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype)
         new.append(carry)
         x = carry[0]
     return new, x
