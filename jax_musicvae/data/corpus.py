@@ -10,31 +10,30 @@ Named corpora (SOURCE string ``corpus:<name>``; ``+`` joins names):
 - ``folk``: Irish/Scottish ABC collections (O'Neill's 1850, Ryan's Mammoth,
   Aird's Airs, misc folk) and the Essen folk songs (European and Chinese).
 - ``folk-small``: only the Irish/Scottish collections (~4.4k tunes, most of
-  the dance labels); converts in about 40% of the time of ``folk``.
+  the dance labels); converts in about 55% of the time of ``folk``.
 - ``essen``: only the Essen folk songs.
 - ``bach``: soprano lines of the 350 unique Bach chorales (a low-danceability
   contrast set), labelled ``chorale``.
 - ``folk+bach``, ``folk-small+bach``: unions.
 
-Conversion (music21 10.5, 2 worker processes): parsing costs 23-28 ms per tune
-and writing the MIDI about 5 ms. ``folk`` used 503 s of CPU time (767 s wall
-on a shared, loaded 2-core machine; about 4.5 min on an idle one), so it is
-at or over the ~5 minute budget of a quick run. ``folk-small`` used 203 s of
-CPU (167 s wall, about 1.7 min idle), and ``bach`` used 14 s (17 s wall). A
-rerun only re-reads the ABC headers (about 1.4 s for ``folk+bach``). ABC files
-are split at ``X:`` headers and tunes are parsed one by one: ~10% slower than
-parsing a whole opus, but it balances the workers, isolates a bad tune, and
-lets each tune be cached on its own. 26 of 12,947 folk tunes fail (20 with a
-meter whose denominator is not a power of 2, 6 without notes).
+Conversion (music21 10.5, 2 worker processes, format v2 with repeats
+expanded): ``folk-small`` used 340 s of CPU time and ``essen`` 292 s, so
+``folk`` takes about 5.3 min on an idle 2-core machine. On a shared machine
+with a load average near 10, the wall times were 854 s and 663 s. That puts
+``folk`` over the ~5 minute budget of a quick run. ``folk-small`` takes about
+2.8 min when the machine is idle. A rerun only re-reads the ABC headers (about
+1.4 s for ``folk+bach``). ABC files are split at ``X:`` headers and the tunes
+are parsed one by one. That is ~10% slower than parsing a whole opus, but it
+balances the workers, isolates a bad tune, and lets each tune be cached on its
+own. 26 of 12,947 folk tunes fail: 20 have a meter whose denominator is not a
+power of 2, and 6 have no notes.
 
 MIDI files: one track with the melody (ties merged, chords kept, repeats and
 first/second endings played out; a tune whose repeats music21 cannot expand is
 written as notated), the score's time signatures and first metronome mark (120
 bpm when none), and a pickup bar padded with rest so that bar lines fall on bar
 lines. In 2/4 the padding is one bar longer, so the first full bar starts one
-of the 16-step bar pairs that `midi_io` forms. Expanding repeats makes the
-conversion slower than the figures above (they predate it); see
-``docs/corpus.md`` for the current ones.
+of the 16-step bar pairs that `midi_io` forms.
 
 Labels: the ABC ``R:`` field (O'Neill's, Ryan's, Essen), otherwise a keyword in
 the title (Aird's: "Reel", "Strathspey", "Quick Step" ...) or a slow tempo word
