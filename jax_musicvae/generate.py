@@ -7,8 +7,9 @@ arrays (`write_midi` turns them into files). Why it looks the way it does:
 - Any batch size: work is cut into chunks of at most `batch_size` rows, and a
   chunk is padded to a power of two, so each jitted function compiles for a few
   shapes only and is reused across calls.
-- Determinism: every row gets its own key, `fold_in(PRNGKey(seed), row)`, so the
-  same seed gives the same output whatever the chunking.
+- Determinism: every row gets its own key, derived inside the jitted functions
+  from (seed, row index), so the same seed gives the same output whatever the
+  chunking, and no new seed or count triggers a compile.
 - Temperature 0 decodes greedily (argmax); T > 0 samples softmax(logits / T).
 - A melody longer than one window (`num_bars` bars) is cut into consecutive
   windows (the last padded with silence), each is processed, and the results are
@@ -27,10 +28,9 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jax_musicvae import checkpoints
@@ -165,11 +165,14 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], rows - len(x), 0)]) if len(x) < rows else x
 
 
-def row_keys(seed: int, count: int, offset: int = 0) -> np.ndarray:
-    """One raw PRNG key per row [count, 2]: fold_in(PRNGKey(seed), row index)."""
+def row_keys(seed: jax.Array, rows: jax.Array, stream: int) -> jax.Array:
+    """Keys [B] for rows [B]: fold_in(fold_in(PRNGKey(seed), row), stream), inside jit.
+
+    One key per row index makes results independent of the chunking; `stream`
+    separates the uses (0 decoding noise, 1 posterior eps, 2 prior z).
+    """
     base = jax.random.PRNGKey(seed)
-    rows = jnp.arange(offset, offset + count)
-    return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(rows))
+    return jax.vmap(lambda row: jax.random.fold_in(jax.random.fold_in(base, row), stream))(rows)
 
 
 def _is_single(inputs: Any) -> bool:
@@ -187,9 +190,16 @@ def _danceability_array(value: float | Sequence[float] | np.ndarray, count: int)
     return array
 
 
+class Compiled(NamedTuple):
+    prior: Callable[..., Any]
+    encode: Callable[..., Any]
+    generate: Callable[..., Any]
+    evaluate: Callable[..., Any]
+
+
 @functools.lru_cache(maxsize=16)
-def compiled(config: ModelConfig, loss: LossConfig) -> tuple[Callable[..., Any], ...]:
-    """Jitted (encode, generate, evaluate) of one architecture.
+def compiled(config: ModelConfig, loss: LossConfig) -> Compiled:
+    """Jitted functions of one architecture; randomness comes from (seed, row index).
 
     Cached per config, so models of the same architecture (the checkpoints of an
     analysis, repeated loads in one process) share their compiled code.
@@ -197,24 +207,33 @@ def compiled(config: ModelConfig, loss: LossConfig) -> tuple[Callable[..., Any],
     model = MusicVAE(config)
     size, shape = config.noise_size, (config.sequence_length, config.input_depth)
 
-    def encode(params, tokens, condition, keys):
-        mu, sigma = model.apply({"params": params}, tokens, condition, method=MusicVAE.encode)
-        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (size,)))(keys)
-        return mu, sigma, mu + sigma * eps
+    def normal(seed, rows, stream):
+        keys = row_keys(seed, rows, stream)
+        return jax.vmap(lambda k: jax.random.normal(k, (size,)))(keys)
 
-    def generate(params, z, condition, keys, temperature, greedy):
+    def prior(params, rows, seed):
+        del params  # same signature as the others, for TrainedModel._chunked
+        return normal(seed, rows, 2)
+
+    def encode(params, tokens, condition, rows, seed):
+        mu, sigma = model.apply({"params": params}, tokens, condition, method=MusicVAE.encode)
+        return mu, sigma, mu + sigma * normal(seed, rows, 1)
+
+    def generate(params, z, condition, rows, seed, temperature, greedy):
         gumbel = None
         if not greedy:
-            gumbel = jax.vmap(lambda k: jax.random.gumbel(jax.random.fold_in(k, 0), shape))(keys)
+            keys = row_keys(seed, rows, 0)
+            gumbel = jax.vmap(lambda k: jax.random.gumbel(k, shape))(keys)
         out = model.apply(
             {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
         )
         return out["tokens"]
 
-    def evaluate(params, batch, eps):
-        return eval_step(params, batch, eps, model=config, loss=loss)
+    def evaluate(params, batch, rows, seed):
+        return eval_step(params, batch, normal(seed, rows, 1), model=config, loss=loss)
 
-    return (
+    return Compiled(
+        jax.jit(prior),
         jax.jit(encode),
         jax.jit(generate, static_argnames="greedy"),
         jax.jit(evaluate),
@@ -247,7 +266,7 @@ class TrainedModel:
         self.attribute_vector = attribute_vector
         if attribute_vector is not None:
             self._check_attribute(attribute_vector)
-        self._encode_fn, self._generate_fn, self._eval_fn = compiled(self.config, experiment.loss)
+        self._fns = compiled(self.config, experiment.loss)
 
     # ----------------------------------------------------------------- loading
 
@@ -393,8 +412,8 @@ class TrainedModel:
         self, windows: np.ndarray, condition: np.ndarray | None, seed: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cond = condition if self.config.uses_condition else None
-        keys = row_keys(seed, len(windows))
-        return self._chunked(self._encode_fn, len(windows), windows, cond, keys)
+        rows = np.arange(len(windows), dtype=np.int32)
+        return self._chunked(self._fns.encode, len(windows), windows, cond, rows, seed=seed)
 
     def encode(
         self,
@@ -428,13 +447,13 @@ class TrainedModel:
             cond = condition
         elif self.config.uses_condition:
             cond = np.zeros(len(z), np.float32)
-        keys = row_keys(seed, len(z))
         return self._chunked(
-            self._generate_fn,
+            self._fns.generate,
             len(z),
             np.asarray(z, np.float32),
             cond,
-            keys,
+            np.arange(len(z), dtype=np.int32),
+            seed=seed,
             temperature=np.float32(max(temperature, 1e-6)),
             greedy=temperature == 0,
         )
@@ -491,9 +510,7 @@ class TrainedModel:
             conditioning == "encoder" or (conditioning == "none" and not self.attribute_vector)
         ):
             raise self._cannot_request("sample")
-        size = self.config.noise_size
-        keys = row_keys(seed, n)
-        z = np.array(jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 2), (size,)))(keys))
+        z = self._chunked(self._fns.prior, n, np.arange(n, dtype=np.int32), seed=seed)
         value = DEFAULT_DANCEABILITY if danceability is None else danceability
         c = _danceability_array(value, n)
         if conditioning == "latent":
@@ -624,15 +641,14 @@ class TrainedModel:
         windows = np.asarray(windows, np.int32)
         totals: dict[str, float] = {}
         for start in range(0, len(windows), self.batch_size):
-            rows = windows[start : start + self.batch_size]
-            keys = row_keys(seed, len(rows), start)
-            eps = jax.vmap(
-                lambda k: jax.random.normal(jax.random.fold_in(k, 1), (self.config.noise_size,))
-            )(keys)
-            batch = {"tokens": rows}
+            chunk = windows[start : start + self.batch_size]
+            batch = {"tokens": chunk}
             if self.config.uses_condition:
-                batch["condition"] = np.asarray(danceability[start : start + len(rows)], np.float32)
-            metrics = self._eval_fn(self.params, batch, eps)
+                batch["condition"] = np.asarray(
+                    danceability[start : start + len(chunk)], np.float32
+                )
+            rows = np.arange(start, start + len(chunk), dtype=np.int32)
+            metrics = self._fns.evaluate(self.params, batch, rows, seed)
             for name, value in metrics.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(rows)
+                totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
         return {name: value / len(windows) for name, value in totals.items()}

@@ -52,13 +52,13 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
     # Two models of one architecture share compiled code; one has an attribute vector.
     steered = make_checkpoint(tmp_path / "steered", "none", seed=1)
     plain = make_checkpoint(tmp_path / "plain", "none", seed=2)
-    model = TrainedModel.load(steered, batch_size=2)
+    model = TrainedModel.load(steered, batch_size=1)
     vector = compute_attribute_vector(model, dataset, fraction=0.5)
     vector.save(steered / "checkpoints" / "0" / ATTRIBUTE_FILE)
     out = tmp_path / "analysis"
     argv = ["analyze", "--checkpoints", steered, plain, "--data", dataset, "--out", out]
     argv += ["--max-windows", "8", "--samples-per-value", "2", "--edit-windows", "2"]
-    argv += ["--temperature", "1", "--batch-size", "2"]
+    argv += ["--temperature", "1", "--batch-size", "1"]
     assert cli.main([str(a) for a in argv]) == 0
 
     report = json.loads((out / "results.json").read_text())
