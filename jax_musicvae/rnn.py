@@ -11,6 +11,7 @@ A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -227,6 +228,61 @@ def run_bidirectional_layer(
     return carry[0][0], carry[0][1], jnp.swapaxes(outputs, 0, 1)
 
 
+def cudnn_lstm_usable(cell: str, dtype: jnp.dtype, dropout_key: jax.Array | None) -> bool:
+    """Whether jax.experimental.rnn's cuDNN LSTM can replace the scan.
+
+    It exists on NVIDIA/AMD GPUs only, for LSTMs in float32, and its dropout mask
+    cannot be reproduced, so training with dropout keeps the scan. Set
+    MUSICVAE_CUDNN_LSTM=0 to keep the scan on GPU too.
+    """
+    return (
+        cell == "lstm"
+        and jnp.dtype(dtype) == jnp.float32
+        and dropout_key is None
+        and jax.default_backend() == "gpu"
+        and os.environ.get("MUSICVAE_CUDNN_LSTM", "1") != "0"
+    )
+
+
+def pack_cudnn_weights(stack: Sequence[dict[str, Params]]) -> jax.Array:
+    """A bidirectional stack's weights as cuDNN's flat vector in torch's layout.
+
+    All [G*H, in] W_ih and [G*H, H] W_hh first (layer-major, forward then backward
+    direction), then all b_ih and b_hh in the same order.
+    """
+    weights, biases = [], []
+    for layer in stack:
+        for direction in ("fwd", "bwd"):
+            p = layer[direction]
+            weights += [p["w_ih"].T.reshape(-1), p["w_hh"].T.reshape(-1)]
+            biases += [p["b_ih"], p["b_hh"]]
+    return jnp.concatenate(weights + biases)
+
+
+def run_bidirectional_stack_cudnn(
+    stack: Sequence[dict[str, Params]], xs: jax.Array, hidden: int
+) -> tuple[jax.Array, jax.Array]:
+    """run_bidirectional_stack as one cuDNN call (float32, TF32 off: HIGHEST precision)."""
+    from jax.experimental import rnn as cudnn_rnn
+
+    batch, steps, inputs = xs.shape
+    zeros = jnp.zeros((2 * len(stack), batch, hidden), jnp.float32)
+    _, h_n, _ = cudnn_rnn.lstm(
+        xs,
+        zeros,
+        zeros,
+        pack_cudnn_weights(stack),
+        jnp.full((batch,), steps, jnp.int32),
+        inputs,
+        hidden,
+        len(stack),
+        0.0,
+        True,
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return h_n[-2], h_n[-1]
+
+
 def run_bidirectional_stack(
     cell: str,
     stack: Sequence[dict[str, Params]],
@@ -237,6 +293,8 @@ def run_bidirectional_stack(
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd)."""
+    if cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
+        return run_bidirectional_stack_cudnn(stack, xs, hidden)
     h_fwd = h_bwd = None
     for k, layer in enumerate(stack):
         if k > 0:

@@ -74,3 +74,24 @@ def test_flop_count_matches_hand_count():
 def test_unknown_config_and_framework_fail_cleanly(tmp_path):
     assert main(["bench", "--config", "nope", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--config", "tiny", "--frameworks", "mxnet", "--out", str(tmp_path)]) == 2
+
+
+def test_cudnn_weight_packing_matches_the_scan():
+    """The GPU-only cuDNN path's flat weights, run through jax's CPU reference LSTM."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import rnn as cudnn_rnn
+
+    from jax_musicvae import rnn
+
+    stack = rnn.StackWeights(5, 7, 2, "lstm", bidirectional=True).apply(
+        rnn.StackWeights(5, 7, 2, "lstm", bidirectional=True).init(jax.random.key(0))
+    )
+    xs = jax.random.normal(jax.random.key(1), (3, 6, 5))
+    expected = rnn.run_bidirectional_stack("lstm", stack, xs, 7, jnp.float32)
+    unpacked = cudnn_rnn.unpack_lstm_weights(rnn.pack_cudnn_weights(stack), 5, 7, 2, True)
+    zeros = jnp.zeros((4, 3, 7))
+    lengths = jnp.full((3,), 6, jnp.int32)
+    _, h_n, _ = cudnn_rnn.lstm_ref(xs, zeros, zeros, *unpacked, lengths, 5, 7, 2, 0.0, True)
+    for got, want in zip((h_n[-2], h_n[-1]), expected, strict=True):
+        assert jnp.allclose(got, want, atol=1e-6)
