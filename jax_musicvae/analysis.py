@@ -165,12 +165,15 @@ def analyze_model(
     return results, mu, danceability
 
 
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _cell(value: float | None, measured: bool = True) -> str:
+    """n/a: the model cannot take the request; const.: every result had the same estimate."""
+    if value is not None:
+        return f"{value:.3f}"
+    return "const." if measured else "n/a"
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """One row per model (n/a: the model cannot be asked for danceability that way)."""
+    """One row per model; n/a and const. as in `_cell` (a constant side has no rank order)."""
     header = (
         "| model | conditioning | windows | ELBO | KL (bits) | accuracy (teacher forced) | "
         "accuracy (sampled) | control ρ (generated) | control ρ (edited) | edit keeps |"
@@ -180,8 +183,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {r['conditioning']} | {r['windows']} | {r['elbo']:.2f} | "
             f"{r['kl_bits']:.2f} | {r['accuracy']:.3f} | {r['sampled_accuracy']:.3f} | "
-            f"{_cell(r['control_generated'])} | {_cell(r['control_edited'])} | "
-            f"{_cell(r['edit_keeps'])} |"
+            f"{_cell(r['control_generated'], bool(r['curves']['generated']))} | "
+            f"{_cell(r['control_edited'], bool(r['curves']['edited']))} | "
+            f"{_cell(r['edit_keeps'], False)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import spearmanr
 from test_generate import cli, dataset, make_checkpoint  # noqa: F401 (dataset is a fixture)
 
-from jax_musicvae.analysis import pca_2d, spearman, spearman_numpy
+from jax_musicvae.analysis import markdown_table, pca_2d, spearman, spearman_numpy
 from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector, melody_rhythm
 from jax_musicvae.data.representations import Melody90, PianoRoll61
 from jax_musicvae.generate import TrainedModel
@@ -27,6 +27,31 @@ def test_spearman_matches_scipy_with_ties():
     assert spearman_numpy([1, 2, 3, 4], [4, 3, 3, 1]) == pytest.approx(-0.9486832980505138)
     assert math.isnan(spearman_numpy([1, 2, 3], [5, 5, 5]))
     assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_table_tells_impossible_from_constant():
+    row = dict(
+        model="m",
+        conditioning="none",
+        windows=3,
+        elbo=-1.0,
+        kl_bits=2.0,
+        accuracy=0.5,
+        sampled_accuracy=0.25,
+        control_generated=0.5,
+        control_edited=None,
+        edit_keeps=None,
+        curves={"generated": [0.1, 0.2], "edited": None, "keeps": None},
+    )
+    constant = {
+        **row,
+        "control_generated": None,
+        "edit_keeps": 0.75,
+        "curves": {"generated": [0.3, 0.3], "edited": [0.2, 0.2], "keeps": [0.75, 0.75]},
+    }
+    lines = markdown_table([row, constant]).splitlines()
+    assert lines[2] == "| m | none | 3 | -1.00 | 2.00 | 0.500 | 0.250 | 0.500 | n/a | n/a |"
+    assert lines[3].endswith("| 0.250 | const. | const. | 0.750 |")
 
 
 def test_token_onsets_for_both_representations():
