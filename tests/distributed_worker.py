@@ -50,8 +50,11 @@ def eight_devices(dataset: Path, workdir: Path) -> dict:
     return {
         "devices": jax.device_count(),
         "params_8_vs_1": max_diff(runs[8]["params"], runs[1]["params"]),
-        "loss_8_vs_1": float(
-            np.max(np.abs(np.subtract(losses(workdir / "8"), losses(workdir / "1"))))
+        "loss_8_vs_1_relative": float(
+            np.max(
+                np.abs(np.subtract(losses(workdir / "8"), losses(workdir / "1")))
+                / np.abs(losses(workdir / "1"))
+            )
         ),
         "restored_2x4_vs_saved": max_diff(state.params, saved),
         "restored_2x4_specs": sorted(specs),
