@@ -3,7 +3,10 @@
 Weights are fused in torch's gate order (LSTM i|f|g|o, GRU r|z|n) and stored
 transposed (`w_ih [in, G*H]`, `w_hh [H, G*H]`), so converting a torch state dict
 is a transpose. The time loops are `lax.scan`s; the input projection of a whole
-sequence is one matmul outside the loop, only `h @ w_hh` runs per step.
+sequence is one matmul outside the loop, only `h @ w_hh` runs per step. Both
+directions of a bidirectional layer share one scan; on a GPU the bidirectional
+LSTM encoder can run as jax.experimental.rnn's cuDNN kernel instead. Measured
+speed effects of these choices: docs/benchmarks.md.
 
 A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
 """
