@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 ruff check .
-python -m pytest -m "not slow" -q -p no:cacheprovider "$@"
+python -m pytest -m "not slow" -q -p no:cacheprovider -n 2 "$@"
