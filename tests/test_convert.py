@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from flax import traverse_util
+from original_checkpoints import ORIGINAL_CLASSES, original_table
 from safetensors.numpy import load_file
 from torch import nn
 
@@ -42,50 +43,10 @@ HE, HD, L, D = 4, 3, 5, 7  # encoder hidden, decoder hidden, latent, input depth
 SMALL = ["--set", "model.num_bars=2", "--set", "model.steps_per_bar=2"]
 SMALL_SETS = ["model.num_bars=2", "model.steps_per_bar=2"]
 
-# class -> (cell, conditioning), as in seed-implementation.md
-ORIGINAL_CLASSES = {
-    "MusicGRUVAE": ("gru", "none"),
-    "MusicLSTMVAE": ("lstm", "none"),
-    "DanceabilityGRUVAE": ("gru", "encoder"),
-    "MuDanceVAE": ("gru", "latent"),
-    "ZDanceVAE": ("gru", "decoder"),
-}
-
-
-def _rnn(prefix: str, gates: int, hidden: int, inputs: list[int], bidirectional: bool) -> dict:
-    table = {}
-    for layer, size in enumerate(inputs):
-        for suffix in ("", "_reverse") if bidirectional else ("",):
-            table[f"{prefix}.weight_ih_l{layer}{suffix}"] = (gates * hidden, size)
-            table[f"{prefix}.weight_hh_l{layer}{suffix}"] = (gates * hidden, hidden)
-            table[f"{prefix}.bias_ih_l{layer}{suffix}"] = (gates * hidden,)
-            table[f"{prefix}.bias_hh_l{layer}{suffix}"] = (gates * hidden,)
-    return table
-
 
 def seed_table(name: str) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of an original class's state dict, transcribed from the seed table."""
-    cell, conditioning = ORIGINAL_CLASSES[name]
-    gates = 4 if cell == "lstm" else 3
-    head_in = 2 * HE + (1 if conditioning == "encoder" else 0)
-    encoded = L - 1 if conditioning == "decoder" else L
-    z_in = encoded + 1 if conditioning == "latent" else encoded
-    table = _rnn(f"encoder.bi{cell}", gates, HE, [D, 2 * HE], bidirectional=True)
-    table |= {
-        "encoder.mu.weight": (encoded, head_in),
-        "encoder.mu.bias": (encoded,),
-        "encoder.sigma.weight": (encoded, head_in),
-        "encoder.sigma.bias": (encoded,),
-        "z_embedding.0.weight": (encoded, z_in),
-        "z_embedding.0.bias": (encoded,),
-        "decoder.conductor_embeddings.0.weight": (L, HD),
-        "decoder.conductor_embeddings.0.bias": (L,),
-        "decoder.out.0.weight": (D, HD),
-        "decoder.out.0.bias": (D,),
-    }
-    table |= _rnn("decoder.conductor", gates, HD, [L, HD], bidirectional=False)
-    table |= _rnn(f"decoder.{cell}", gates, HD, [D + L, HD], bidirectional=False)
-    return table
+    """Keys and shapes of an original class's state dict at this file's small size."""
+    return original_table(*ORIGINAL_CLASSES[name], HE, HD, L, D)
 
 
 def random_state_dict(table: dict, seed: int = 0) -> dict[str, torch.Tensor]:
