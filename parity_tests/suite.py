@@ -117,6 +117,7 @@ class Harness:
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.torch_model = TorchMusicVAE(self.config)
+        self._teacher_forced: tuple[TeacherForced, TeacherForced] | None = None
         with torch.no_grad():
             for name, p in self.torch_model.named_parameters():
                 if "bias" in name:
@@ -133,7 +134,6 @@ class Harness:
         self.eps = rng.standard_normal((BATCH, cfg.noise_size)).astype(np.float32)
         self.choose_noise = rng.random((BATCH, cfg.sequence_length)).astype(np.float32)
         uniform = rng.random((BATCH, cfg.sequence_length, cfg.input_depth))
-        self._teacher_forced: tuple[TeacherForced, TeacherForced] | None = None
         self.gumbel = (-np.log(-np.log(np.clip(uniform, 1e-12, 1.0 - 1e-7)))).astype(np.float32)
 
     def teacher_forced(self) -> tuple[TeacherForced, TeacherForced]:
@@ -158,18 +158,6 @@ class Harness:
 
     def j(self, array: np.ndarray | None) -> jax.Array | None:
         return None if array is None else self._to_jax(jnp.asarray(array))
-
-    def torch_batch(self) -> dict[str, torch.Tensor | None]:
-        return {
-            "tokens": self.t(self.tokens, torch.long),
-            "condition": self.t(self.condition, torch.float32),
-        }
-
-    def jax_batch(self) -> dict[str, jax.Array]:
-        batch = {"tokens": self.j(self.tokens.astype(np.int32))}
-        if self.condition is not None:
-            batch["condition"] = self.j(self.condition)
-        return batch
 
 
 LOSS_VARIANTS = {
