@@ -3,6 +3,5 @@
 # torch is pinned so that pip takes the CPU build where one is provided locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
 python -m pip install --quiet -e ".[torch,dev]"
