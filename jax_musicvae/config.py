@@ -34,7 +34,7 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
-def _check_positive(name: str, value: Any) -> None:
+def check_positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
@@ -79,7 +79,7 @@ class ModelConfig:
             "steps_per_bar",
             "input_depth",
         ):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.conditioning == "decoder" and self.latent_size < 2:
             raise ConfigError("latent_size must be >= 2 with conditioning='decoder'")
         if not 0.0 <= self.dropout < 1.0:

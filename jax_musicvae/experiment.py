@@ -20,6 +20,7 @@ from jax_musicvae.config import (
     ModelConfig,
     OptimConfig,
     SamplingConfig,
+    check_positive,
     replace_checked,
 )
 
@@ -54,13 +55,17 @@ class TrainConfig:
     num_reconstructions: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_steps", "eval_every", "eval_batches", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"train.{name}={value!r} must be a positive integer")
-        for name in ("checkpoint_every", "keep", "max_consecutive_nonfinite"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1")
+        for name in (
+            "batch_size",
+            "num_steps",
+            "eval_every",
+            "eval_batches",
+            "log_every",
+            "checkpoint_every",
+            "keep",
+            "max_consecutive_nonfinite",
+        ):
+            check_positive(f"train.{name}", getattr(self, name))
         if self.max_seconds < 0:
             raise ConfigError("train.max_seconds must be >= 0 (0: no time limit)")
 

@@ -160,6 +160,13 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+def layer_input(x: jax.Array, layer: int, rate: float, key: jax.Array | None) -> jax.Array:
+    """Dropout between stacked layers (torch's nn.LSTM rule): none before layer 0."""
+    if layer == 0 or key is None:
+        return x
+    return dropout(x, rate, jax.random.fold_in(key, layer))
+
+
 def run_stack(
     cell: str,
     stack: Sequence[dict[str, Params]],
@@ -176,9 +183,7 @@ def run_stack(
     """
     finals = []
     for k, layer in enumerate(stack):
-        if k > 0:
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
-            xs = dropout(xs, dropout_rate, key)
+        xs = layer_input(xs, k, dropout_rate, dropout_key)
         carry, xs = run_layer(
             cell, layer["uni"], xs, carries[k], dtype, projected=projected and k == 0
         )
@@ -300,9 +305,7 @@ def run_bidirectional_stack(
         return run_bidirectional_stack_cudnn(stack, xs, hidden)
     h_fwd = h_bwd = None
     for k, layer in enumerate(stack):
-        if k > 0:
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
-            xs = dropout(xs, dropout_rate, key)
+        xs = layer_input(xs, k, dropout_rate, dropout_key)
         h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype)
     return h_fwd, h_bwd
 
@@ -320,9 +323,7 @@ def stack_step(
     """One time step through every layer of a unidirectional stack (`projected` as run_stack)."""
     new = []
     for k, layer in enumerate(stack):
-        if k > 0:
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, k)
-            x = dropout(x, dropout_rate, key)
+        x = layer_input(x, k, dropout_rate, dropout_key)
         x_proj = x if projected and k == 0 else input_projection(layer["uni"], x, dtype)
         carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype)
         new.append(carry)
