@@ -3,7 +3,9 @@
 Weights are fused in torch's gate order (LSTM i|f|g|o, GRU r|z|n) and stored
 transposed (`w_ih [in, G*H]`, `w_hh [H, G*H]`), so converting a torch state dict
 is a transpose. The time loops are `lax.scan`s; the input projection of a whole
-sequence is one matmul outside the loop, only `h @ w_hh` runs per step. Both
+sequence is one matmul outside the loop, only `h @ w_hh` runs per step, and the
+gradient is hand-written (`recurrence`): its backward loop carries only dh/dc,
+and dW_hh is one contraction over all steps after it. Both
 directions of a bidirectional layer share one scan; on a GPU the bidirectional
 LSTM encoder can run as jax.experimental.rnn's cuDNN kernel instead. Measured
 speed effects of these choices: docs/benchmarks.md.
@@ -128,14 +130,153 @@ def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.
     return gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
 
 
+def _scan_recurrence(
+    cell: str,
+    dtype: jnp.dtype,
+    w_hh: jax.Array,
+    b_hh: jax.Array,
+    x_proj: jax.Array,
+    carry: Carry,
+) -> tuple[Carry, jax.Array]:
+    """The time loop of D independent layers (directions) sharing the batch.
+
+    x_proj [T, D, B, G*H] (x W_ih + b_ih), w_hh [D, H, G*H], b_hh [D, G*H], carry
+    arrays [D, B, H]. Returns (final carry, hs [T, D, B, H]).
+    """
+    w = w_hh.astype(dtype)
+
+    def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
+        h_proj = (
+            jnp.einsum(
+                "dbh,dhg->dbg", carry[0].astype(dtype), w, preferred_element_type=jnp.float32
+            )
+            + b_hh[:, None, :]
+        )
+        carry = gates(cell, x_t, h_proj, carry)
+        return carry, carry[0]
+
+    return jax.lax.scan(step, carry, x_proj)
+
+
+def _recurrence_fwd(cell, dtype, w_hh, b_hh, x_proj, carry):
+    """Forward pass saving only what the backward step needs: activations and states."""
+    w = w_hh.astype(dtype)
+
+    def step(carry: Carry, x_t: jax.Array):
+        h_proj = (
+            jnp.einsum(
+                "dbh,dhg->dbg", carry[0].astype(dtype), w, preferred_element_type=jnp.float32
+            )
+            + b_hh[:, None, :]
+        )
+        if cell == "lstm":
+            i, f, g, o = jnp.split(x_t + h_proj, 4, axis=-1)
+            i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+            c = f * carry[1] + i * g
+            h = o * jnp.tanh(c)
+            return (h, c), (h, (i, f, g, o, c))
+        x_r, x_z, x_n = jnp.split(x_t, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * h_n)
+        h = (1.0 - z) * n + z * carry[0]
+        return (h,), (h, (r, z, n, h_n))
+
+    final, (hs, saved) = jax.lax.scan(step, carry, x_proj)
+    return (final, hs), (w_hh, carry, hs, saved)
+
+
+def _recurrence_bwd(cell, dtype, residuals, cotangents):
+    """Only the dh/dc recurrence runs per step; dW_hh and db_hh are one contraction
+    over all T*B rows after the loop, and the gate gradients are x_proj's gradient."""
+    w_hh, carry0, hs, saved = residuals
+    d_final, d_hs = cotangents
+    w_t = jnp.swapaxes(w_hh, 1, 2).astype(dtype)  # [D, G*H, H]
+    h_prev = jnp.concatenate([carry0[0][None], hs[:-1]], axis=0)
+
+    def back_h(d_gates_h: jax.Array) -> jax.Array:
+        return jnp.einsum(
+            "dbg,dgh->dbh", d_gates_h.astype(dtype), w_t, preferred_element_type=jnp.float32
+        )
+
+    if cell == "lstm":
+        c_prev = jnp.concatenate([carry0[1][None], saved[4][:-1]], axis=0)
+
+        def step(d_carry, xs):
+            dh_rec, dc_next = d_carry
+            d_h, (i, f, g, o, c), c_before = xs
+            dh = d_h + dh_rec
+            tanh_c = jnp.tanh(c)
+            dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+            d_gates = jnp.concatenate(
+                [
+                    dc * g * i * (1.0 - i),
+                    dc * c_before * f * (1.0 - f),
+                    dc * i * (1.0 - g * g),
+                    dh * tanh_c * o * (1.0 - o),
+                ],
+                axis=-1,
+            )
+            return (back_h(d_gates), dc * f), d_gates
+
+        d_carry0, d_gates = jax.lax.scan(step, tuple(d_final), (d_hs, saved, c_prev), reverse=True)
+        d_x_proj = d_gates_h = d_gates
+    else:
+
+        def step(dh_rec, xs):
+            d_h, h_before, (r, z, n, h_n) = xs
+            dh = d_h + dh_rec[0]
+            dz = dh * (h_before - n) * z * (1.0 - z)
+            dn = dh * (1.0 - z) * (1.0 - n * n)
+            dr = dn * h_n * r * (1.0 - r)
+            d_x = jnp.concatenate([dr, dz, dn], axis=-1)
+            d_h_proj = jnp.concatenate([dr, dz, dn * r], axis=-1)
+            return (dh * z + back_h(d_h_proj),), (d_x, d_h_proj)
+
+        d_carry0, (d_x_proj, d_gates_h) = jax.lax.scan(
+            step, tuple(d_final), (d_hs, h_prev, saved), reverse=True
+        )
+    d_w_hh = jnp.einsum(
+        "tdbh,tdbg->dhg",
+        h_prev.astype(dtype),
+        d_gates_h.astype(dtype),
+        preferred_element_type=jnp.float32,
+    )
+    return d_w_hh, d_gates_h.sum(axis=(0, 2)), d_x_proj, d_carry0
+
+
+recurrence = jax.custom_vjp(_scan_recurrence, nondiff_argnums=(0, 1))
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+recurrence.__doc__ = """_scan_recurrence with a hand-written gradient (docs/benchmarks.md).
+
+XLA's autodiff of the scan adds h_{t-1}^T dgates_t into dW_hh at every step
+and keeps its own residual set; here the backward loop runs only dh/dc and
+dW_hh is one [H, T*B] x [T*B, G*H] contraction after it. MUSICVAE_RNN_GRAD=autodiff
+differentiates the scan instead (kept for A/B benchmarks and tests).
+"""
+
+
+def time_loop(
+    cell: str,
+    dtype: jnp.dtype,
+    w_hh: jax.Array,
+    b_hh: jax.Array,
+    x_proj: jax.Array,
+    carry: Carry,
+) -> tuple[Carry, jax.Array]:
+    """The recurrence used by the teacher-forced paths (see `recurrence`)."""
+    if os.environ.get("MUSICVAE_RNN_GRAD", "custom") == "autodiff":
+        return _scan_recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
+    return recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
+
+
 def run_layer(
     cell: str,
     p: Params,
     xs: jax.Array,
     carry: Carry,
     dtype: jnp.dtype,
-    reverse: bool = False,
-    unroll: int = 1,
     projected: bool = False,
 ) -> tuple[Carry, jax.Array]:
     """Run one layer over xs [B, T, in]; returns (final carry, outputs [B, T, H]).
@@ -143,13 +284,15 @@ def run_layer(
     With `projected`, xs is already x W_ih + b_ih [B, T, G*H].
     """
     x_proj = jnp.swapaxes(xs if projected else input_projection(p, xs, dtype), 0, 1)
-
-    def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
-        carry = cell_step(cell, p, x_t, carry, dtype)
-        return carry, carry[0]
-
-    carry, ys = jax.lax.scan(step, carry, x_proj, reverse=reverse, unroll=unroll)
-    return carry, jnp.swapaxes(ys, 0, 1)
+    carry, ys = time_loop(
+        cell,
+        dtype,
+        p["w_hh"][None],
+        p["b_hh"][None],
+        x_proj[:, None],
+        tuple(a[None] for a in carry),
+    )
+    return tuple(a[0] for a in carry), jnp.swapaxes(ys[:, 0], 0, 1)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -197,7 +340,6 @@ def run_bidirectional_layer(
     xs: jax.Array,
     hidden: int,
     dtype: jnp.dtype,
-    unroll: int = 1,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Both directions of one layer in a single scan over xs [B, T, in], from zero state.
 
@@ -216,22 +358,9 @@ def run_bidirectional_layer(
         + w["b_ih"][:, None, None, :]
     )
     proj = jnp.stack([proj[0], jnp.flip(proj[1], axis=0)], axis=1)  # [T, 2, B, G*H]
-    w_hh = w["w_hh"].astype(dtype)
-    b_hh = w["b_hh"][:, None, :]
     carry = zero_carry(cell, 2 * xs.shape[0], hidden)
     carry = tuple(a.reshape(2, xs.shape[0], hidden) for a in carry)
-
-    def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
-        h_proj = (
-            jnp.einsum(
-                "dbh,dhg->dbg", carry[0].astype(dtype), w_hh, preferred_element_type=jnp.float32
-            )
-            + b_hh
-        )
-        carry = gates(cell, x_t, h_proj, carry)
-        return carry, carry[0]
-
-    carry, ys = jax.lax.scan(step, carry, proj, unroll=unroll)  # ys [T, 2, B, H]
+    carry, ys = time_loop(cell, dtype, w["w_hh"], w["b_hh"], proj, carry)  # ys [T, 2, B, H]
     outputs = jnp.concatenate([ys[:, 0], jnp.flip(ys[:, 1], axis=0)], axis=-1)
     return carry[0][0], carry[0][1], jnp.swapaxes(outputs, 0, 1)
 

@@ -1,0 +1,91 @@
+"""The hand-written recurrence gradient against JAX's autodiff of the same scan."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_musicvae import rnn
+
+
+def _problem(cell: str, directions: int, seed: int = 0):
+    steps, batch, hidden = 9, 3, 6
+    width = rnn.gate_count(cell) * hidden
+    keys = jax.random.split(jax.random.PRNGKey(seed), 7)
+    w_hh = 0.6 * jax.random.normal(keys[0], (directions, hidden, width))
+    b_hh = 0.6 * jax.random.normal(keys[1], (directions, width))
+    x_proj = jax.random.normal(keys[2], (steps, directions, batch, width))
+    carry = tuple(
+        jax.random.normal(keys[3 + k], (directions, batch, hidden))
+        for k in range(rnn.carry_size(cell))
+    )
+    output_weights = jax.random.normal(keys[6], (steps, directions, batch, hidden))
+    return (w_hh, b_hh, x_proj, carry), output_weights
+
+
+def _gradients(loop, cell: str, dtype, args, output_weights):
+    def loss(w_hh, b_hh, x_proj, carry):
+        final, hs = loop(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
+        # Cotangents reach both the outputs and every part of the final carry.
+        return jnp.sum(hs * output_weights) + sum(jnp.sum(jnp.sin(a)) for a in final)
+
+    return jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("directions", [1, 2])
+def test_custom_gradient_matches_autodiff(cell: str, directions: int) -> None:
+    args, output_weights = _problem(cell, directions)
+    expected = _gradients(rnn._scan_recurrence, cell, jnp.float32, args, output_weights)
+    got = _gradients(rnn.recurrence, cell, jnp.float32, args, output_weights)
+    names = ["w_hh", "b_hh", "x_proj"] + [f"carry[{k}]" for k in range(len(args[3]))]
+    for name, want, have in zip(
+        names, jax.tree.leaves(expected), jax.tree.leaves(got), strict=True
+    ):
+        scale = 1.0 + float(jnp.max(jnp.abs(want)))
+        assert float(jnp.max(jnp.abs(want - have))) <= 2e-6 * scale, name
+        assert float(jnp.max(jnp.abs(want))) > 1e-3, f"{name}: gradient should not vanish"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_forward_is_the_plain_scan(cell: str) -> None:
+    args, _ = _problem(cell, 2, seed=1)
+    expected = rnn._scan_recurrence(cell, jnp.dtype(jnp.float32), *args)
+    got = rnn.recurrence(cell, jnp.dtype(jnp.float32), *args)
+    for want, have in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(want), np.asarray(have))
+
+
+def test_bfloat16_matmuls_stay_close_to_float32() -> None:
+    args, output_weights = _problem("lstm", 2, seed=2)
+    exact = _gradients(rnn.recurrence, "lstm", jnp.float32, args, output_weights)
+    low = _gradients(rnn.recurrence, "lstm", jnp.bfloat16, args, output_weights)
+    reference = _gradients(rnn._scan_recurrence, "lstm", jnp.bfloat16, args, output_weights)
+    for e, lo, ref in zip(
+        jax.tree.leaves(exact), jax.tree.leaves(low), jax.tree.leaves(reference), strict=True
+    ):
+        assert lo.dtype == jnp.float32
+        scale = 1.0 + float(jnp.max(jnp.abs(e)))
+        # bf16 has an 8-bit mantissa: both gradients are ~1e-2 from float32 and near each other.
+        assert float(jnp.max(jnp.abs(lo - e))) <= 5e-2 * scale
+        assert float(jnp.max(jnp.abs(lo - ref))) <= 5e-2 * scale
+
+
+def test_autodiff_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUSICVAE_RNN_GRAD=autodiff swaps the gradient, not the numbers."""
+    args, output_weights = _problem("gru", 1, seed=3)
+
+    def grads():
+        return _gradients(lambda *a: rnn.time_loop(*a), "gru", jnp.float32, args, output_weights)
+
+    custom = grads()
+    monkeypatch.setenv("MUSICVAE_RNN_GRAD", "autodiff")
+    plain = grads()
+    expected = _gradients(rnn._scan_recurrence, "gru", jnp.float32, args, output_weights)
+    for p, e, c in zip(
+        jax.tree.leaves(plain), jax.tree.leaves(expected), jax.tree.leaves(custom), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(e))
+        np.testing.assert_allclose(np.asarray(c), np.asarray(e), rtol=1e-5, atol=1e-5)
