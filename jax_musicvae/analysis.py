@@ -101,7 +101,8 @@ def _control(
         try:
             tokens = model.sample(n, value, settings.temperature, settings.seed + i)
         except GenerationError as error:  # encoder, or none without an attribute vector
-            logger.info("%s: no generated control: %s", model.label, error)
+            if i == 0:
+                logger.info("%s: no generated control: %s", model.label, error)
             tokens = None
         if tokens is not None:
             values = [melody_danceability(t, rep) for t in tokens]
@@ -113,7 +114,8 @@ def _control(
                 windows, value, temperature=settings.temperature, seed=settings.seed + i
             )
         except GenerationError as error:  # none without an attribute vector
-            logger.info("%s: no edit control: %s", model.label, error)
+            if i == 0:
+                logger.info("%s: no edit control: %s", model.label, error)
             edited = None
         if edited is not None:
             values = [melody_danceability(t, rep) for t in edited]
