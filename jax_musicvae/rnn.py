@@ -341,28 +341,32 @@ def run_bidirectional_layer(
     hidden: int,
     dtype: jnp.dtype,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Both directions of one layer in a single scan over xs [B, T, in], from zero state.
+    """Both directions of one layer in a single scan over time-major xs [T, B, in].
 
     The fwd/bwd weights are stacked on a leading axis of 2 and the backward input
     is flipped in time, so each step is one batched matmul [2, B, H] x [2, H, G*H]:
-    half the sequential steps of two scans. Returns (h_fwd, h_bwd, outputs [B, T, 2H]).
+    half the sequential steps of two scans. Everything stays time-major: the input
+    is flipped before its projection (it is narrower than G*H), and the projection
+    comes out of the matmul as [2, T*B, G*H], so putting the direction axis second
+    moves whole [B, G*H] blocks. Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
     """
+    steps, batch = xs.shape[:2]
     w = {name: jnp.stack([layer["fwd"][name], layer["bwd"][name]]) for name in layer["fwd"]}
+    both = jnp.stack([xs, jnp.flip(xs, axis=0)]).reshape(2, steps * batch, xs.shape[-1])
     proj = (
         jnp.einsum(
-            "bti,dig->dtbg",
-            xs.astype(dtype),
+            "dni,dig->dng",
+            both.astype(dtype),
             w["w_ih"].astype(dtype),
             preferred_element_type=jnp.float32,
         )
-        + w["b_ih"][:, None, None, :]
+        + w["b_ih"][:, None, :]
     )
-    proj = jnp.stack([proj[0], jnp.flip(proj[1], axis=0)], axis=1)  # [T, 2, B, G*H]
-    carry = zero_carry(cell, 2 * xs.shape[0], hidden)
-    carry = tuple(a.reshape(2, xs.shape[0], hidden) for a in carry)
+    proj = jnp.swapaxes(proj.reshape(2, steps, batch, -1), 0, 1)  # [T, 2, B, G*H]
+    carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
     carry, ys = time_loop(cell, dtype, w["w_hh"], w["b_hh"], proj, carry)  # ys [T, 2, B, H]
     outputs = jnp.concatenate([ys[:, 0], jnp.flip(ys[:, 1], axis=0)], axis=-1)
-    return carry[0][0], carry[0][1], jnp.swapaxes(outputs, 0, 1)
+    return carry[0][0], carry[0][1], outputs
 
 
 def cudnn_lstm_usable(cell: str, dtype: jnp.dtype, dropout_key: jax.Array | None) -> bool:
@@ -433,6 +437,7 @@ def run_bidirectional_stack(
     if cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
         return run_bidirectional_stack_cudnn(stack, xs, hidden)
     h_fwd = h_bwd = None
+    xs = jnp.swapaxes(xs, 0, 1)
     for k, layer in enumerate(stack):
         xs = layer_input(xs, k, dropout_rate, dropout_key)
         h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype)
