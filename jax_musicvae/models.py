@@ -181,15 +181,24 @@ class Decoder(nn.Module):
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
         context, core_init = self.bar_context(z_dec, conductor_key)
         batch, bars = tokens.shape[0], c.num_bars
-        previous = _to_bars(previous_token_inputs(tokens, c.input_depth), bars)
+        # Time-major [S, B*U, .] from the narrow one-hots on, so no wide array is transposed.
+        previous = jnp.swapaxes(_to_bars(previous_token_inputs(tokens, c.input_depth), bars), 0, 1)
         stack = self.core()
         w_token, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
-        x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[:, None, :]
+        x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[None]
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
         _, top = rnn.run_stack(
-            c.cell, stack, x_proj, carries, self._dtype, c.dropout, core_key, projected=True
+            c.cell,
+            stack,
+            x_proj,
+            carries,
+            self._dtype,
+            c.dropout,
+            core_key,
+            projected=True,
+            time_major=True,
         )
-        logits = dense(self.out(), top, self._dtype)
+        logits = jnp.swapaxes(dense(self.out(), top, self._dtype), 0, 1)
         return logits.reshape(batch, c.sequence_length, c.input_depth)
 
     def scheduled(

@@ -279,11 +279,11 @@ def run_layer(
     dtype: jnp.dtype,
     projected: bool = False,
 ) -> tuple[Carry, jax.Array]:
-    """Run one layer over xs [B, T, in]; returns (final carry, outputs [B, T, H]).
+    """Run one layer over time-major xs [T, B, in]; returns (final carry, outputs [T, B, H]).
 
-    With `projected`, xs is already x W_ih + b_ih [B, T, G*H].
+    With `projected`, xs is already x W_ih + b_ih [T, B, G*H].
     """
-    x_proj = jnp.swapaxes(xs if projected else input_projection(p, xs, dtype), 0, 1)
+    x_proj = xs if projected else input_projection(p, xs, dtype)
     carry, ys = time_loop(
         cell,
         dtype,
@@ -292,7 +292,7 @@ def run_layer(
         x_proj[:, None],
         tuple(a[None] for a in carry),
     )
-    return tuple(a[0] for a in carry), jnp.swapaxes(ys[:, 0], 0, 1)
+    return tuple(a[0] for a in carry), ys[:, 0]
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -319,19 +319,24 @@ def run_stack(
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
     projected: bool = False,
+    time_major: bool = False,
 ) -> tuple[list[Carry], jax.Array]:
     """A unidirectional stack over a whole sequence, layer by layer.
 
-    With `projected`, xs is layer 0's input already multiplied by its W_ih (plus b_ih).
+    xs is [B, T, in], or [T, B, in] with `time_major` (the outputs follow suit); the
+    layers run time-major either way. With `projected`, xs is layer 0's input already
+    multiplied by its W_ih (plus b_ih).
     """
     finals = []
+    if not time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
     for k, layer in enumerate(stack):
         xs = layer_input(xs, k, dropout_rate, dropout_key)
         carry, xs = run_layer(
             cell, layer["uni"], xs, carries[k], dtype, projected=projected and k == 0
         )
         finals.append(carry)
-    return finals, xs
+    return finals, xs if time_major else jnp.swapaxes(xs, 0, 1)
 
 
 def run_bidirectional_layer(
