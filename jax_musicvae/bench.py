@@ -2,10 +2,12 @@
 
 Everything runs in one process and the frameworks are *alternated* step by step,
 so drift in machine load hits all of them alike; figures are medians over several
-repeats after a warm-up step, and the first step's time is reported as compile
-time. Both frameworks get the same weights (converted once) and the same batches.
-The achieved FLOP/s comes from the analytic count in `flop_count` and is divided
-by a float32 matmul peak measured with JAX in the same run (docs/benchmarks.md).
+repeats. The first step's time is reported as compile time; then each framework
+runs `warmup` more untimed steps (JAX's first step after compiling is 1.4-2.4x
+slower than the rest on CPU, as memory is first touched). Both frameworks get the
+same weights (converted once) and the same batches. The achieved FLOP/s comes
+from the analytic count in `flop_count` and is divided by a float32 matmul peak
+measured with JAX in the same run (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -404,6 +406,7 @@ def bench_case(
     peak_flops: float,
     use_gpu: bool,
     seed: int = 0,
+    warmup: int = 1,
 ) -> list[Record]:
     """All frameworks on one config x batch x mode, alternated step by step.
 
@@ -430,6 +433,9 @@ def bench_case(
         timings[framework] = Timing()
         logger.info("%s %s %s batch %d: first step (compile)", name, mode, framework, batch)
         _timed(runners[framework], framework, use_gpu, timings[framework], record=False)
+    for _ in range(warmup):
+        for runner in runners.values():
+            runner()
     for repeat in range(repeats):
         for framework, runner in runners.items():
             _timed(runner, framework, use_gpu, timings[framework], record=True)
@@ -487,6 +493,7 @@ def run_benchmark(
     repeats: int = 3,
     gpu: bool | None = None,
     sample_batches: Sequence[int] | None = None,
+    warmup: int = 1,
 ) -> list[Record]:
     """Every config x mode x batch; on CPU, and on GPU too when one is present (gpu=None)."""
     import torch
@@ -512,7 +519,16 @@ def run_benchmark(
             for mode in modes:
                 for batch in sample_batches if mode == "sample" and sample_batches else batches:
                     done += bench_case(
-                        name, bc, weights, batch, mode, frameworks, repeats, peak, use_gpu
+                        name,
+                        bc,
+                        weights,
+                        batch,
+                        mode,
+                        frameworks,
+                        repeats,
+                        peak,
+                        use_gpu,
+                        warmup=warmup,
                     )
         # The peak again at the end; the larger one makes the fractions conservative.
         peak = max(peak, measure_matmul_peak())

@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--mode", type=_names, default=["train", "sample"], help="train,sample")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per framework")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed steps per framework after the compile step"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
     parser.add_argument(
         "--device",
@@ -71,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     from jax_musicvae import bench
 
     bad = set(args.mode) - set(bench.MODES)
-    if bad or args.repeats < 1:
-        logger.error("modes must be among %s and --repeats >= 1", ", ".join(bench.MODES))
+    if bad or args.repeats < 1 or args.warmup < 0:
+        logger.error(
+            "modes must be among %s, --repeats >= 1 and --warmup >= 0", ", ".join(bench.MODES)
+        )
         return 2
     try:
         records = bench.run_benchmark(
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats,
             gpu=False if args.device == "cpu" else None,
             sample_batches=args.sample_batch,
+            warmup=args.warmup,
         )
     except ValueError as error:
         logger.error("%s", error)
