@@ -130,6 +130,18 @@ def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.
     return gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
 
 
+def _hidden_projection(
+    h: jax.Array, w_hh: jax.Array, b_hh: jax.Array, dtype: jnp.dtype
+) -> jax.Array:
+    """h W_hh + b_hh for D layers at once: h [D, B, H], w_hh [D, H, G*H], b_hh [D, G*H]."""
+    return (
+        jnp.einsum(
+            "dbh,dhg->dbg", h.astype(dtype), w_hh.astype(dtype), preferred_element_type=jnp.float32
+        )
+        + b_hh[:, None, :]
+    )
+
+
 def _scan_recurrence(
     cell: str,
     dtype: jnp.dtype,
@@ -143,32 +155,31 @@ def _scan_recurrence(
     x_proj [T, D, B, G*H] (x W_ih + b_ih), w_hh [D, H, G*H], b_hh [D, G*H], carry
     arrays [D, B, H]. Returns (final carry, hs [T, D, B, H]).
     """
-    w = w_hh.astype(dtype)
+    w = w_hh.astype(dtype)  # cast once, not per step
 
     def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
-        h_proj = (
-            jnp.einsum(
-                "dbh,dhg->dbg", carry[0].astype(dtype), w, preferred_element_type=jnp.float32
-            )
-            + b_hh[:, None, :]
-        )
-        carry = gates(cell, x_t, h_proj, carry)
+        carry = gates(cell, x_t, _hidden_projection(carry[0], w, b_hh, dtype), carry)
         return carry, carry[0]
 
     return jax.lax.scan(step, carry, x_proj)
 
 
-def _recurrence_fwd(cell, dtype, w_hh, b_hh, x_proj, carry):
+Residuals = tuple[jax.Array, Carry, jax.Array, tuple[jax.Array, ...]]
+
+
+def _recurrence_fwd(
+    cell: str,
+    dtype: jnp.dtype,
+    w_hh: jax.Array,
+    b_hh: jax.Array,
+    x_proj: jax.Array,
+    carry: Carry,
+) -> tuple[tuple[Carry, jax.Array], Residuals]:
     """Forward pass saving only what the backward step needs: activations and states."""
     w = w_hh.astype(dtype)
 
     def step(carry: Carry, x_t: jax.Array):
-        h_proj = (
-            jnp.einsum(
-                "dbh,dhg->dbg", carry[0].astype(dtype), w, preferred_element_type=jnp.float32
-            )
-            + b_hh[:, None, :]
-        )
+        h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
         if cell == "lstm":
             i, f, g, o = jnp.split(x_t + h_proj, 4, axis=-1)
             i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
@@ -187,7 +198,12 @@ def _recurrence_fwd(cell, dtype, w_hh, b_hh, x_proj, carry):
     return (final, hs), (w_hh, carry, hs, saved)
 
 
-def _recurrence_bwd(cell, dtype, residuals, cotangents):
+def _recurrence_bwd(
+    cell: str,
+    dtype: jnp.dtype,
+    residuals: Residuals,
+    cotangents: tuple[Carry, jax.Array],
+) -> tuple[jax.Array, jax.Array, jax.Array, Carry]:
     """Only the dh/dc recurrence runs per step; dW_hh and db_hh are one contraction
     over all T*B rows after the loop, and the gate gradients are x_proj's gradient."""
     w_hh, carry0, hs, saved = residuals
