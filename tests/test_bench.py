@@ -74,6 +74,8 @@ def test_flop_count_matches_hand_count():
 def test_unknown_config_and_framework_fail_cleanly(tmp_path):
     assert main(["bench", "--config", "nope", "--out", str(tmp_path)]) == 2
     assert main(["bench", "--config", "tiny", "--frameworks", "mxnet", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--config", "tiny", "--warmup", "-1", "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "bench.json").exists()
 
 
 def test_cudnn_weight_packing_matches_the_scan():
