@@ -111,18 +111,30 @@ def input_projection(p: Params, xs: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return matmul(xs, p["w_ih"], dtype) + p["b_ih"]
 
 
-def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carry:
-    """The elementwise part of a step, given x W_ih + b_ih and h W_hh + b_hh."""
+def gate_activations(
+    cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
+) -> tuple[Carry, tuple[jax.Array, ...]]:
+    """The elementwise part of a step, given x W_ih + b_ih and h W_hh + b_hh.
+
+    Returns the new carry and the activations the hand-written gradient saves
+    (LSTM: i, f, g, o, c; GRU: r, z, n, h W_hn + b_hn); other callers drop them.
+    """
     if cell == "lstm":
         i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * carry[1] + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return (jax.nn.sigmoid(o) * jnp.tanh(c), c)
+        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        c = f * carry[1] + i * g
+        return (o * jnp.tanh(c), c), (i, f, g, o, c)
     x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return ((1.0 - z) * n + z * carry[0],)
+    return ((1.0 - z) * n + z * carry[0],), (r, z, n, h_n)
+
+
+def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carry:
+    """The new carry of one step (see `gate_activations`)."""
+    return gate_activations(cell, x_proj, h_proj, carry)[0]
 
 
 def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
@@ -180,19 +192,8 @@ def _recurrence_fwd(
 
     def step(carry: Carry, x_t: jax.Array):
         h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
-        if cell == "lstm":
-            i, f, g, o = jnp.split(x_t + h_proj, 4, axis=-1)
-            i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-            c = f * carry[1] + i * g
-            h = o * jnp.tanh(c)
-            return (h, c), (h, (i, f, g, o, c))
-        x_r, x_z, x_n = jnp.split(x_t, 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * h_n)
-        h = (1.0 - z) * n + z * carry[0]
-        return (h,), (h, (r, z, n, h_n))
+        carry, saved = gate_activations(cell, x_t, h_proj, carry)
+        return carry, (carry[0], saved)
 
     final, (hs, saved) = jax.lax.scan(step, carry, x_proj)
     return (final, hs), (w_hh, carry, hs, saved)
