@@ -211,13 +211,13 @@ def peak_rss_mb() -> float:
     return 0.0 if kb is None else kb / 1024.0
 
 
-def measure_matmul_peak(size: int = 2048, repeats: int = 7) -> float:
-    """Float32 FLOP/s of a large square matmul in JAX: the machine's practical peak.
+def measure_matmul_peak(device: jax.Device, size: int = 2048, repeats: int = 7) -> float:
+    """Float32 FLOP/s of a large square matmul in JAX on `device`: its practical peak.
 
     The fastest of the repeats, since other load only ever slows a run down.
     """
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    a = jax.device_put(jax.random.normal(jax.random.key(0), (size, size), jnp.float32), device)
+    b = jax.device_put(jax.random.normal(jax.random.key(1), (size, size), jnp.float32), device)
     mm = jax.jit(jnp.matmul)
     mm(a, b).block_until_ready()
     times = []
@@ -509,7 +509,8 @@ def run_benchmark(
         gpu = torch.cuda.is_available() and any(d.platform == "gpu" for d in jax.devices())
     records: list[Record] = []
     for use_gpu in (False, True) if gpu else (False,):
-        peak = measure_matmul_peak()
+        device = jax.devices("gpu" if use_gpu else "cpu")[0]
+        peak = measure_matmul_peak(device)
         logger.info("%s matmul peak %.1f GFLOP/s", "GPU" if use_gpu else "CPU", peak / 1e9)
         done: list[Record] = []
         for name in configs:
@@ -531,7 +532,7 @@ def run_benchmark(
                         warmup=warmup,
                     )
         # The peak again at the end; the larger one makes the fractions conservative.
-        peak = max(peak, measure_matmul_peak())
+        peak = max(peak, measure_matmul_peak(device))
         for record in done:
             record.matmul_peak_flops = peak
             record.flops_fraction = record.achieved_flops / peak
