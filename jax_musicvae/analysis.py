@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jax_musicvae.attributes import melody_danceability, window_danceability
+from jax_musicvae.config import check_positive
 from jax_musicvae.data.loader import WindowSource
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
@@ -43,23 +44,12 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return sums[inverse] / counts[inverse]
 
 
-def spearman_numpy(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation of the ranks; NaN when either side is constant."""
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: the Pearson correlation of the ranks; NaN when either side is constant."""
     rx, ry = _ranks(np.asarray(x)), _ranks(np.asarray(y))
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
     return float(rx @ ry / denominator) if denominator > 0 else math.nan
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho: scipy's when installed (not a dependency), else the numpy one."""
-    try:
-        from scipy.stats import spearmanr
-    except ImportError:
-        return spearman_numpy(x, y)
-    if np.ptp(np.asarray(x, float)) == 0 or np.ptp(np.asarray(y, float)) == 0:
-        return math.nan  # scipy warns and returns NaN; say it without the warning
-    return float(spearmanr(x, y).statistic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +63,10 @@ class AnalysisSettings:
     temperature: float = 0.0
     seed: int = 0
     values: tuple[float, ...] = CONTROL_VALUES
+
+    def __post_init__(self) -> None:
+        for name in ("max_windows", "samples_per_value", "edit_windows"):
+            check_positive(name, getattr(self, name))
 
 
 def _finite(value: float) -> float | None:

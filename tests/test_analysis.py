@@ -10,8 +10,9 @@ import pytest
 from scipy.stats import spearmanr
 from test_generate import cli, dataset, make_checkpoint  # noqa: F401 (dataset is a fixture)
 
-from jax_musicvae.analysis import markdown_table, pca_2d, spearman, spearman_numpy
+from jax_musicvae.analysis import AnalysisSettings, markdown_table, pca_2d, spearman
 from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector, melody_rhythm
+from jax_musicvae.config import ConfigError
 from jax_musicvae.data.representations import Melody90, PianoRoll61
 from jax_musicvae.generate import TrainedModel
 
@@ -21,12 +22,16 @@ def test_spearman_matches_scipy_with_ties():
     requested = np.repeat(np.round(np.arange(0.1, 1.0, 0.1), 1), 7)
     estimated = np.round(requested + rng.normal(0, 0.3, len(requested)), 1)  # many ties
     expected = spearmanr(requested, estimated).statistic
-    assert spearman_numpy(requested, estimated) == pytest.approx(expected, abs=1e-12)
     assert spearman(requested, estimated) == pytest.approx(expected, abs=1e-12)
-    assert spearman_numpy([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman_numpy([1, 2, 3, 4], [4, 3, 3, 1]) == pytest.approx(-0.9486832980505138)
-    assert math.isnan(spearman_numpy([1, 2, 3], [5, 5, 5]))
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 3, 1]) == pytest.approx(-0.9486832980505138)
     assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
+
+
+@pytest.mark.parametrize("field", ["max_windows", "samples_per_value", "edit_windows"])
+def test_settings_refuse_non_positive_counts(field):
+    with pytest.raises(ConfigError, match=f"{field}=0 must be a positive integer"):
+        AnalysisSettings(**{field: 0})
 
 
 def test_table_tells_impossible_from_constant():
