@@ -386,3 +386,18 @@ def test_cli_attribute_vector_then_edit_none(tmp_path, dataset, caplog):
     decoder = make_checkpoint(tmp_path / "dec", "decoder")
     assert run_cli(["attribute-vector", "--checkpoint", decoder, "--data", dataset]) == 2
     assert "attribute vectors are for models trained with conditioning 'none'" in caplog.text
+
+
+def test_quickstart_samples_are_the_models_samples(workdir, models, tmp_path):
+    """The README main job's samples: MIDI and PNG per sample, equal to TrainedModel.sample."""
+    from jax_musicvae.commands.quickstart import write_samples
+
+    written = write_samples(workdir / "decoder", tmp_path / "samples", 3, 1.0, seed=5)
+    names = sorted(p.name for p in written)
+    assert names == sorted(
+        [f"sample_0{i}.{e}" for i in range(3) for e in ("mid", "png")] + ["samples.png"]
+    )
+    expected = models["decoder"].sample(3, temperature=1.0, seed=5)
+    for i, tokens in enumerate(expected):
+        reference = midi_io.write_midi(tokens, MEL, tmp_path / f"expected_{i}.mid")
+        assert (tmp_path / "samples" / f"sample_0{i}.mid").read_bytes() == reference.read_bytes()

@@ -49,27 +49,13 @@ def write_samples(
     workdir: Path, out: Path, count: int, temperature: float, seed: int
 ) -> list[Path]:
     """Decode z ~ N(0, I) at `temperature` into MIDI files and piano-roll PNGs."""
-    import jax
-    import numpy as np
-
-    from jax_musicvae.checkpoints import load_params
     from jax_musicvae.data.midi_io import write_midi
     from jax_musicvae.data.pianoroll import save_pianoroll, save_pianoroll_grid
-    from jax_musicvae.data.representations import get_representation
-    from jax_musicvae.experiment import ExperimentConfig
-    from jax_musicvae.models import MusicVAE
+    from jax_musicvae.generate import TrainedModel
 
-    stored, params = load_params(workdir, best=True)
-    model = ExperimentConfig.from_dict(stored).model
-    z_key, gumbel_key = jax.random.split(jax.random.key(seed))
-    z = jax.random.normal(z_key, (count, model.noise_size))
-    gumbel = jax.random.gumbel(gumbel_key, (count, model.sequence_length, model.input_depth))
-    condition = np.full((count,), 0.5, np.float32) if model.uses_condition else None
-    tokens = MusicVAE(model).apply(
-        {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
-    )["tokens"]
-    tokens = np.asarray(tokens)
-    representation = get_representation("melody90" if model.input_depth == 90 else "pianoroll61")
+    model = TrainedModel.load(workdir, best=True)
+    representation = model.representation
+    tokens = model.sample(count, temperature=temperature, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, sample in enumerate(tokens):
