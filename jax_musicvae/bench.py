@@ -597,9 +597,7 @@ def bar_chart(records: Sequence[Record], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = list(
-        dict.fromkeys((r.config, r.mode, r.batch, r.device.split(":")[1]) for r in records)
-    )
+    cases = list(dict.fromkeys(_case(r) for r in records))
     frameworks = list(dict.fromkeys(r.framework for r in records))
     width = 0.8 / max(len(frameworks), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(cases)), 4.0))

@@ -448,7 +448,7 @@ def train(
     logger.info(
         "%s: %d devices, mesh %s, global batch %d, baseline (most frequent token) accuracy %.4f",
         config.name,
-        jax.device_count(),
+        mesh.size,
         dict(mesh.shape),
         tc.batch_size,
         baseline,
