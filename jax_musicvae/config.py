@@ -176,11 +176,18 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-    """Scheduled sampling: probability of feeding back a sample instead of the truth."""
+    """What the decoder is fed in training: scheduled sampling and token dropout.
+
+    Scheduled sampling feeds back a sample instead of the truth with a scheduled
+    probability. `token_dropout` zeroes each previous-token input with that
+    probability (word dropout, Bowman et al. 2016), so the decoder must read the
+    melody from z rather than continue the tokens it is given.
+    """
 
     schedule: SamplingSchedule = "teacher_forcing"
     rate: float = 0.0
     temperature: float = 1.0
+    token_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("schedule", self.schedule, SAMPLING_SCHEDULES)
@@ -190,6 +197,8 @@ class SamplingConfig:
             raise ConfigError(f"{self.schedule} needs rate in [0, 1]")
         if self.temperature <= 0:
             raise ConfigError("temperature must be > 0")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ConfigError(f"token_dropout={self.token_dropout!r} must be in [0, 1)")
 
 
 T = TypeVar("T")

@@ -142,7 +142,8 @@ def plot_curves(log_path: Path, out: Path) -> Path:
     for split, key, label in (
         ("train", "accuracy", "train teacher-forced"),
         ("eval", "accuracy", "validation teacher-forced"),
-        ("eval", "sampled_accuracy", "validation sampled"),
+        ("eval", "greedy_accuracy", "validation greedy from mu"),
+        ("eval", "shuffled_accuracy", "validation greedy, codes shuffled"),
     ):
         xs, ys = series(split, key)
         if xs:

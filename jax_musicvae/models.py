@@ -174,8 +174,17 @@ class Decoder(nn.Module):
         context_proj = rnn.matmul(context, w_ih[depth:], self._dtype) + stack[0]["uni"]["b_ih"]
         return w_ih[:depth], context_proj
 
-    def teacher_forced(self, tokens: jax.Array, z_dec: jax.Array, deterministic: bool) -> jax.Array:
-        """Logits [B, T, D] with the true previous token fed at every step."""
+    def teacher_forced(
+        self,
+        tokens: jax.Array,
+        z_dec: jax.Array,
+        deterministic: bool,
+        token_keep: jax.Array | None = None,
+    ) -> jax.Array:
+        """Logits [B, T, D] with the true previous token fed at every step.
+
+        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input.
+        """
         c = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
@@ -183,6 +192,8 @@ class Decoder(nn.Module):
         batch, bars = tokens.shape[0], c.num_bars
         # Time-major [S, B*U, .] from the narrow one-hots on, so no wide array is transposed.
         previous = jnp.swapaxes(_to_bars(previous_token_inputs(tokens, c.input_depth), bars), 0, 1)
+        if token_keep is not None:
+            previous = previous * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
         stack = self.core()
         w_token, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
         x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[None]
@@ -210,8 +221,12 @@ class Decoder(nn.Module):
         gumbel: jax.Array,
         temperature: float,
         deterministic: bool,
+        token_keep: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """Scheduled sampling, bars batched: within a bar, feed back a sample with prob. p."""
+        """Scheduled sampling, bars batched: within a bar, feed back a sample with prob. p.
+
+        `token_keep` [B, T] zeroes the fed input (truth or sample) where it is 0.
+        """
         c = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
@@ -224,17 +239,20 @@ class Decoder(nn.Module):
         carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
         stack, out = self.core(), self.out()
         w_token, context_proj = self.core_input(stack, context.reshape(rows, -1))
+        if token_keep is None:
+            token_keep = jnp.ones(tokens.shape, jnp.float32)
         time_major = (
             jnp.swapaxes(truth, 0, 1),
             jnp.swapaxes(_to_bars(fed_back, bars), 0, 1),
             jnp.swapaxes(_to_bars(gumbel, bars), 0, 1),
+            jnp.swapaxes(_to_bars(token_keep, bars), 0, 1),
             jnp.arange(steps),
         )
 
         def step(state, xs):
             carries, sampled_prev = state
-            truth_t, feed_t, gumbel_t, s = xs
-            previous = jnp.where(feed_t[:, None], sampled_prev, truth_t)
+            truth_t, feed_t, gumbel_t, keep_t, s = xs
+            previous = jnp.where(feed_t[:, None], sampled_prev, truth_t) * keep_t[:, None]
             step_key = None if core_key is None else jax.random.fold_in(core_key, s)
             carries, top = rnn.stack_step(
                 c.cell,
@@ -366,11 +384,13 @@ class MusicVAE(nn.Module):
         gumbel: jax.Array | None = None,
         temperature: float = 1.0,
         deterministic: bool = True,
+        token_keep: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Encode, sample z = mu + sigma * eps and decode with the true or sampled inputs.
 
         Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
         scheduled sampling with probability `sampling_probability` (which may be traced).
+        `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         """
         c = self.config
         mu, sigma = self.encode(tokens, condition, deterministic)
@@ -381,8 +401,10 @@ class MusicVAE(nn.Module):
         z = mu + sigma * eps
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        if token_keep is not None:
+            check_shape("token_keep", token_keep, (batch, c.sequence_length))
         if choose_noise is None:
-            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, deterministic)
+            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, deterministic, token_keep)
             return result
         if gumbel is None:
             raise ValueError("scheduled sampling needs both choose_noise and gumbel")
@@ -397,6 +419,7 @@ class MusicVAE(nn.Module):
                 gumbel,
                 temperature,
                 deterministic,
+                token_keep,
             )
         )
         return result

@@ -23,23 +23,33 @@ Batch = dict[str, jax.Array]
 
 
 class Noise(NamedTuple):
-    """All randomness of one step: reparameterisation, sampling choices, Gumbel noise."""
+    """All randomness of one step: reparameterisation, sampling choices, Gumbel noise,
+    and the token-dropout mask (1 keep, 0 drop)."""
 
     eps: jax.Array
     choose_noise: jax.Array | None = None
     gumbel: jax.Array | None = None
+    token_keep: jax.Array | None = None
 
 
-def draw_noise(key: jax.Array, batch: int, model: ModelConfig, scheduled: bool) -> Noise:
+def draw_noise(
+    key: jax.Array, batch: int, model: ModelConfig, scheduled: bool, token_dropout: float = 0.0
+) -> Noise:
     eps_key, choose_key, gumbel_key = jax.random.split(key, 3)
     eps = jax.random.normal(eps_key, (batch, model.noise_size), jnp.float32)
-    if not scheduled:
-        return Noise(eps)
     shape = (batch, model.sequence_length)
+    token_keep = None
+    if token_dropout > 0.0:
+        # A key of its own, so runs without token dropout keep their noise streams.
+        drop_key = jax.random.fold_in(key, 3)
+        token_keep = (jax.random.uniform(drop_key, shape) >= token_dropout).astype(jnp.float32)
+    if not scheduled:
+        return Noise(eps, token_keep=token_keep)
     return Noise(
         eps,
         jax.random.uniform(choose_key, shape, jnp.float32),
         jax.random.gumbel(gumbel_key, (*shape, model.input_depth), jnp.float32),
+        token_keep,
     )
 
 
@@ -73,9 +83,12 @@ def make_optimizer(optim: OptimConfig) -> optax.GradientTransformation:
 
 
 def create_state(model: ModelConfig, optim: OptimConfig, params: Any) -> train_state.TrainState:
-    return train_state.TrainState.create(
+    """A fresh TrainState whose step is an int32 array, as `train_step` returns it, so a
+    jitted step compiles once rather than again after its first call."""
+    state = train_state.TrainState.create(
         apply_fn=MusicVAE(model).apply, params=params, tx=make_optimizer(optim)
     )
+    return state.replace(step=jnp.asarray(state.step, jnp.int32))
 
 
 def _forward(
@@ -98,6 +111,7 @@ def _forward(
         noise.gumbel,
         sampling.temperature,
         deterministic=dropout_key is None,
+        token_keep=noise.token_keep,
         rngs=rngs,
     )
 
@@ -150,14 +164,26 @@ def eval_step(
     model: ModelConfig,
     loss: LossConfig,
 ) -> dict[str, jax.Array]:
-    """Teacher-forced ELBO metrics plus the accuracy of free-running (argmax) decoding."""
+    """Teacher-forced ELBO metrics plus free-running (argmax) reconstruction accuracies.
+
+    `sampled_accuracy` decodes z = mu + sigma * eps, `greedy_accuracy` decodes mu, and
+    `shuffled_accuracy` decodes another example's mu (the batch rolled by one): the gap
+    between the last two is how much the decoder relies on the code.
+    """
     vae = MusicVAE(model)
     variables = {"params": params}
-    out = vae.apply(variables, batch["tokens"], batch.get("condition"), eps)
-    _, metrics = elbo_loss(
-        out["logits"], batch["tokens"], out["mu"], out["sigma"], loss, model, 1.0
-    )
-    free = vae.apply(variables, out["z"], batch.get("condition"), method=MusicVAE.generate)
-    sampled_accuracy = jnp.mean((free["tokens"] == batch["tokens"]).astype(jnp.float32))
+    tokens, condition = batch["tokens"], batch.get("condition")
+    out = vae.apply(variables, tokens, condition, eps)
+    _, metrics = elbo_loss(out["logits"], tokens, out["mu"], out["sigma"], loss, model, 1.0)
+    codes = jnp.concatenate([out["z"], out["mu"], jnp.roll(out["mu"], 1, axis=0)])
+    cond = None if condition is None else jnp.concatenate([condition] * 3)
+    decoded = vae.apply(variables, codes, cond, method=MusicVAE.generate)["tokens"]
+    correct = (decoded.reshape(3, *tokens.shape) == tokens[None]).astype(jnp.float32)
+    sampled, greedy, shuffled = jnp.mean(correct, axis=(1, 2))
     metrics = {k: v for k, v in metrics.items() if k not in ("loss", "beta", "kl_cost")}
-    return {**metrics, "sampled_accuracy": sampled_accuracy}
+    return {
+        **metrics,
+        "sampled_accuracy": sampled,
+        "greedy_accuracy": greedy,
+        "shuffled_accuracy": shuffled,
+    }

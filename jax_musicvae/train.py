@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax.training import train_state
@@ -145,7 +144,7 @@ class Trainer:
 
         def step_fn(state, batch, key, step, beta, probability):
             noise_key, dropout_key = jax.random.split(jax.random.fold_in(key, step))
-            noise = draw_noise(noise_key, global_batch, model, scheduled)
+            noise = draw_noise(noise_key, global_batch, model, scheduled, sampling.token_dropout)
             return train_step(
                 state,
                 batch,
@@ -177,7 +176,6 @@ class Trainer:
         """A TrainState placed on the mesh (replicated or parameter-sharded)."""
         shard = self.config.mesh.shard_params
         state = create_state(self.config.model, self.config.optim, params)
-        state = state.replace(step=jnp.asarray(state.step, jnp.int32))
         self.state_sharding = tree_sharding(state, self.mesh, shard)
         self.params_sharding = self.state_sharding.params
         state = jax.device_put(state, self.state_sharding)
@@ -242,13 +240,13 @@ def gather_loader_states(state: bytes) -> list[str]:
     return states
 
 
-def most_frequent_token_accuracy(data_dir: Path, split: str, depth: int) -> float:
-    """Accuracy of always predicting the training split's most frequent token."""
+def most_frequent_token(data_dir: Path, split: str, depth: int) -> int:
+    """The most frequent token of a split (of the training split, for the baseline)."""
     from jax_musicvae.data.loader import WindowSource
 
-    train_counts = np.bincount(WindowSource(data_dir, "train").tokens.ravel(), minlength=depth)
-    tokens = WindowSource(data_dir, split).tokens
-    return float(np.mean(tokens == int(np.argmax(train_counts))))
+    return int(
+        np.argmax(np.bincount(WindowSource(data_dir, split).tokens.ravel(), minlength=depth))
+    )
 
 
 class _Loaders:
@@ -267,8 +265,10 @@ class _Loaders:
             data_dir, config.data.train_split, seed=train.seed, shuffle=True, **common
         )
         self.iterator: Iterator = iter(self.train_loader)
+        # A fixed random sample spread over all songs of the split, never its first windows
+        # (they come from a few songs and are not representative).
         eval_loader = make_loader(
-            data_dir, config.data.eval_split, seed=train.seed, shuffle=False, num_epochs=1, **common
+            data_dir, config.data.eval_split, seed=train.seed, shuffle=True, num_epochs=1, **common
         )
         self.eval_batches = []
         for batch in eval_loader:
@@ -442,11 +442,13 @@ def train(
         run_name=config.name,
         config=config.to_dict(),
     )
-    baseline = most_frequent_token_accuracy(data_dir, config.data.eval_split, manifest["depth"])
+    token = most_frequent_token(data_dir, config.data.train_split, manifest["depth"])
+    baseline = float(np.mean([np.mean(gather(b["tokens"]) == token) for b in loaders.eval_batches]))
     if not resume:
         writer.write(0, "data", {"baseline_accuracy": baseline})
     logger.info(
-        "%s: %d devices, mesh %s, global batch %d, baseline (most frequent token) accuracy %.4f",
+        "%s: %d devices, mesh %s, global batch %d, baseline (most frequent token) accuracy "
+        "%.4f on the evaluation windows",
         config.name,
         mesh.size,
         dict(mesh.shape),
@@ -518,13 +520,15 @@ def train(
                 writer.write(run.step, "eval", eval_metrics)
                 logger.info(
                     "step %d validation: elbo %.2f recon %.2f kl %.2f bits accuracy %.4f "
-                    "sampled %.4f",
+                    "greedy from mu %.4f (shuffled %.4f, baseline %.4f)",
                     run.step,
                     eval_metrics["elbo"],
                     eval_metrics["recon"],
                     eval_metrics["kl_bits"],
                     eval_metrics["accuracy"],
-                    eval_metrics["sampled_accuracy"],
+                    eval_metrics["greedy_accuracy"],
+                    eval_metrics["shuffled_accuracy"],
+                    baseline,
                 )
             if run.step % tc.checkpoint_every == 0 or run.step == tc.num_steps:
                 _save(manager, state, run, config, loaders, eval_metrics if evaluated else None)

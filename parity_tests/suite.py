@@ -135,6 +135,8 @@ class Harness:
         self.choose_noise = rng.random((BATCH, cfg.sequence_length)).astype(np.float32)
         uniform = rng.random((BATCH, cfg.sequence_length, cfg.input_depth))
         self.gumbel = (-np.log(-np.log(np.clip(uniform, 1e-12, 1.0 - 1e-7)))).astype(np.float32)
+        # Token dropout: a third of the previous-token inputs zeroed, in every pass that trains.
+        self.token_keep = (rng.random((BATCH, cfg.sequence_length)) >= 1 / 3).astype(np.float32)
 
     def teacher_forced(self) -> tuple[TeacherForced, TeacherForced]:
         """(Flax, torch) teacher-forced passes, computed once per harness."""
@@ -183,8 +185,8 @@ def _jax_objective(config: ModelConfig):
     model = MusicVAE(config)
     loss_cfg = LOSS_VARIANTS[GRADIENT_LOSS]
 
-    def objective(params, tokens, condition, eps):
-        out = model.apply({"params": params}, tokens, condition, eps)
+    def objective(params, tokens, condition, eps, token_keep):
+        out = model.apply({"params": params}, tokens, condition, eps, token_keep=token_keep)
         beta = schedules.beta(BETA_STEP, loss_cfg)
         value, _ = elbo_loss(out["logits"], tokens, out["mu"], out["sigma"], loss_cfg, config, beta)
         return value, out
@@ -194,7 +196,9 @@ def _jax_objective(config: ModelConfig):
 
 def jax_teacher_forced(h: Harness) -> TeacherForced:
     tokens, condition = h.j(h.tokens.astype(np.int32)), h.j(h.condition)
-    (_, out), grads = _jax_objective(h.config)(h.params, tokens, condition, h.j(h.eps))
+    (_, out), grads = _jax_objective(h.config)(
+        h.params, tokens, condition, h.j(h.eps), h.j(h.token_keep)
+    )
     metrics = {}
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
@@ -218,7 +222,7 @@ def flax_to_torch_layout(flat: dict[tuple[str, ...], Any]) -> dict[tuple[str, ..
 def torch_teacher_forced(h: Harness) -> TeacherForced:
     h.torch_model.zero_grad(set_to_none=True)
     tokens = h.t(h.tokens, torch.long)
-    out = h.torch_model(tokens, h.t(h.condition), h.t(h.eps))
+    out = h.torch_model(tokens, h.t(h.condition), h.t(h.eps), token_keep=h.t(h.token_keep))
     metrics, objective = {}, None
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
@@ -294,6 +298,40 @@ def check_gradients(h: Harness) -> Iterator[CheckResult]:
     )
 
 
+@functools.cache
+def _jax_scheduled(config: ModelConfig):
+    """Jitted scheduled-sampling forward pass (compiled once per configuration)."""
+    model = MusicVAE(config)
+
+    def forward(params, tokens, condition, eps, p, choose, gumbel, temperature, token_keep):
+        return model.apply(
+            {"params": params},
+            tokens,
+            condition,
+            eps,
+            p,
+            choose,
+            gumbel,
+            temperature,
+            token_keep=token_keep,
+        )
+
+    return jax.jit(forward)
+
+
+@functools.cache
+def _jax_generate(config: ModelConfig):
+    """Jitted free-running decoding (compiled once per configuration and noise kind)."""
+    model = MusicVAE(config)
+
+    def generate(params, z, condition, temperature, gumbel):
+        return model.apply(
+            {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
+        )
+
+    return jax.jit(generate)
+
+
 def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
     p, temperature = 0.5, 0.8
     with torch.no_grad():
@@ -305,9 +343,10 @@ def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
             choose_noise=h.t(h.choose_noise),
             gumbel=h.t(h.gumbel),
             temperature=temperature,
+            token_keep=h.t(h.token_keep),
         )
-    out = h.flax_model.apply(
-        {"params": h.params},
+    out = _jax_scheduled(h.config)(
+        h.params,
         h.j(h.tokens.astype(np.int32)),
         h.j(h.condition),
         h.j(h.eps),
@@ -315,6 +354,7 @@ def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
         h.j(h.choose_noise),
         h.j(h.gumbel),
         temperature,
+        h.j(h.token_keep),
     )
     same_decisions = np.array_equal(np.asarray(out["fed_back"]), ref["fed_back"].cpu().numpy())
     same_samples = np.array_equal(np.asarray(out["sampled"]), ref["sampled"].cpu().numpy())
@@ -336,14 +376,7 @@ def check_generation(h: Harness) -> Iterator[CheckResult]:
     for label, gumbel in (("sampled", h.gumbel), ("argmax", None)):
         with torch.no_grad():
             ref = h.torch_model.generate(h.t(z), h.t(h.condition), 0.7, h.t(gumbel))
-        out = h.flax_model.apply(
-            {"params": h.params},
-            h.j(z),
-            h.j(h.condition),
-            0.7,
-            h.j(gumbel),
-            method=MusicVAE.generate,
-        )
+        out = _jax_generate(h.config)(h.params, h.j(z), h.j(h.condition), 0.7, h.j(gumbel))
         mismatches = int(np.sum(np.asarray(out["tokens"]) != ref["tokens"].cpu().numpy()))
         yield CheckResult(
             "generation",
@@ -359,7 +392,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
     model_cfg = h.config
     loss_cfg = LossConfig(free_bits=0.5, max_beta=0.5, beta_rate=0.9)
     optim_cfg = OptimConfig(learning_rate=3e-3, decay_rate=0.95, clip_norm=5.0)
-    sampling_cfg = SamplingConfig()
+    sampling_cfg = SamplingConfig(token_dropout=0.25)
     rng = np.random.default_rng(1)
     optimizer = torch_train.make_optimizer(h.torch_model, optim_cfg)
     h.torch_model.train()
@@ -371,6 +404,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         tokens = rng.integers(0, model_cfg.input_depth, (BATCH, model_cfg.sequence_length))
         condition = rng.random(BATCH).astype(np.float32) if model_cfg.uses_condition else None
         eps = rng.standard_normal((BATCH, model_cfg.noise_size)).astype(np.float32)
+        keep = (rng.random(tokens.shape) >= sampling_cfg.token_dropout).astype(np.float32)
         torch_train.train_step(
             h.torch_model,
             optimizer,
@@ -380,6 +414,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
             optim_cfg,
             sampling_cfg,
             eps=h.t(eps),
+            token_keep=h.t(keep),
         )
         batch = {"tokens": h.j(tokens.astype(np.int32))}
         if condition is not None:
@@ -387,7 +422,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         state, _ = step_fn(
             state,
             batch,
-            steps.Noise(h.j(eps)),
+            steps.Noise(h.j(eps), token_keep=h.j(keep)),
             schedules.beta(step, loss_cfg),
             schedules.sampling_probability(step, sampling_cfg),
             None,
@@ -437,12 +472,18 @@ def run_combination(
     combo: Combination, device: str = "cpu", checks: tuple[str, ...] = CHECKS
 ) -> list[CheckResult]:
     configure_precision(device)
-    harness = Harness(combo, device)
-    results = []
-    for name in checks:
-        results.extend(
-            dataclasses.replace(r, device=device) for r in CHECK_FUNCTIONS[name](harness)
-        )
+    # The parity models are tiny: torch's thread pool costs far more than it saves.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        harness = Harness(combo, device)
+        results = []
+        for name in checks:
+            results.extend(
+                dataclasses.replace(r, device=device) for r in CHECK_FUNCTIONS[name](harness)
+            )
+    finally:
+        torch.set_num_threads(threads)
     return results
 
 

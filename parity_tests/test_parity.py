@@ -1,4 +1,9 @@
-"""Every parity check for every combination, as pytest cases (CPU)."""
+"""Every parity check for every combination, as pytest cases (CPU).
+
+The default run checks a smoke set that covers both cells, both wirings, every
+conditioning and the flat decoder; the rest of the matrix is marked slow (run by
+`.ci/run` and `pytest -m slow`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,28 @@ import pytest
 from parity_tests import suite
 
 COMBINATIONS = suite.combinations()
+SMOKE = (
+    "lstm/latent/magenta",
+    "gru/decoder/original",
+    "lstm/encoder/original",
+    "gru/none/magenta-flat",
+)
+CASES = [
+    pytest.param(c, id=c.name, marks=() if c.name in SMOKE else pytest.mark.slow)
+    for c in COMBINATIONS
+]
 
 
-@pytest.mark.parametrize("combo", COMBINATIONS, ids=[c.name for c in COMBINATIONS])
+def test_smoke_set_covers_every_option() -> None:
+    chosen = [c for c in COMBINATIONS if c.name in SMOKE]
+    assert len(chosen) == len(SMOKE)
+    assert {c.cell for c in chosen} == {"lstm", "gru"}
+    assert {c.wiring for c in chosen} == {"original", "magenta"}
+    assert {c.conditioning for c in chosen} == {"none", "encoder", "latent", "decoder"}
+    assert any(c.bars == 1 for c in chosen)
+
+
+@pytest.mark.parametrize("combo", CASES)
 def test_combination_agrees(combo: suite.Combination) -> None:
     results = suite.run_combination(combo, "cpu")
     assert {r.check for r in results} == set(suite.CHECKS)

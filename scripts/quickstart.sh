@@ -3,5 +3,6 @@
 # bounded time, evaluate, and write samples (MIDI + piano-roll PNGs) into OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python_env.sh
 bash scripts/install.sh
 musicvae quickstart --out "${1:-runs/quickstart}"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything, then runs the default test suite (slow tests excluded).
+# Installs everything, then runs ruff and the default test suite (slow tests excluded;
+# `.ci/run` runs them after this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python_env.sh
 bash scripts/install.sh
-ruff check .
+python -m ruff check .
 python -m pytest -m "not slow" -q -p no:cacheprovider -n 2 "$@"

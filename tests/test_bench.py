@@ -33,6 +33,7 @@ def run(tmp_path_factory):
     return code, out
 
 
+@pytest.mark.slow
 def test_writes_json_table_and_chart(run):
     code, out = run
     assert code == 0
@@ -40,6 +41,7 @@ def test_writes_json_table_and_chart(run):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_records_are_sane(run):
     _, out = run
     records = json.loads((out / "bench.json").read_text())

@@ -41,6 +41,7 @@ def result_of(process: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_and_restore_elsewhere(dataset, tmp_path):
     result = result_of(run_worker("eight", dataset, tmp_path))
     print(result)
@@ -60,6 +61,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(dataset, tmp_path):
     port = free_port()
     workers = [run_worker("process", dataset, tmp_path, i, port) for i in range(2)]

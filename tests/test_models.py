@@ -286,3 +286,55 @@ def test_conversion_errors_name_the_key() -> None:
         torch_to_flax(broken, config)
     with pytest.raises(ConversionError, match="missing"):
         torch_to_flax(state_dict, tiny(cell="gru"))
+
+
+def test_token_dropout_zeroes_only_the_dropped_inputs() -> None:
+    config = tiny(cell="lstm", wiring="magenta", num_bars=2, decoder_layers=1)
+    tokens, _ = _inputs(config, batch=2)
+    params = init_params(config, jax.random.key(0))
+    model = MusicVAE(config)
+
+    def logits(keep):
+        return model.apply({"params": params}, tokens, token_keep=keep)["logits"]
+
+    ones = jnp.ones(tokens.shape, jnp.float32)
+    np.testing.assert_array_equal(logits(ones), logits(None))
+    keep = ones.at[0, 2].set(0.0)  # drops the input of step 2 of example 0 only
+    changed = np.any(np.asarray(logits(keep) != logits(None)), axis=-1)
+    # Example 0 changes from step 2 to the end of its bar (steps 0-2), nothing else.
+    expected = np.zeros(changed.shape, bool)
+    expected[0, 2] = True
+    np.testing.assert_array_equal(changed, expected)
+
+
+def test_token_dropout_noise_keeps_the_other_streams() -> None:
+    config = tiny()
+    key = jax.random.key(3)
+    plain = steps.draw_noise(key, 512, config, scheduled=True)
+    dropped = steps.draw_noise(key, 512, config, scheduled=True, token_dropout=0.25)
+    assert plain.token_keep is None
+    for a, b in zip(plain[:3], dropped[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert abs(float(dropped.token_keep.mean()) - 0.75) < 0.02
+    with pytest.raises(ValueError, match="token_dropout"):
+        SamplingConfig(token_dropout=1.0)
+
+
+def test_eval_step_reports_greedy_and_shuffled_reconstruction() -> None:
+    config = tiny(cell="gru", wiring="magenta")
+    params = init_params(config, jax.random.key(0))
+    tokens, _ = _inputs(config, batch=4)
+    eps = jnp.zeros((4, config.noise_size))
+    metrics = steps.eval_step(params, {"tokens": tokens}, eps, model=config, loss=LossConfig())
+    model = MusicVAE(config)
+    mu = model.apply({"params": params}, tokens, method=MusicVAE.encode)[0]
+
+    def greedy(codes):
+        decoded = model.apply({"params": params}, codes, method=MusicVAE.generate)["tokens"]
+        return float(jnp.mean(decoded == tokens))
+
+    assert float(metrics["greedy_accuracy"]) == pytest.approx(greedy(mu))
+    assert float(metrics["shuffled_accuracy"]) == pytest.approx(greedy(jnp.roll(mu, 1, axis=0)))
+    same = jnp.repeat(tokens[:1], 4, axis=0)
+    metrics = steps.eval_step(params, {"tokens": same}, eps, model=config, loss=LossConfig())
+    assert float(metrics["greedy_accuracy"]) == float(metrics["shuffled_accuracy"])

@@ -657,7 +657,8 @@ def test_sample_noise_shapes_and_determinism():
     assert a["eps"].shape == (2, cfg.noise_size)
     assert a["choose_noise"].shape == (2, cfg.sequence_length)
     assert a["gumbel"].shape == (2, cfg.sequence_length, cfg.input_depth)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["token_keep"] is None
+    assert all(torch.equal(a[k], b[k]) for k in a if a[k] is not None)
     assert torch.isfinite(a["gumbel"]).all()
     big = sample_noise(tiny_config(num_bars=50, input_depth=90), 20, torch.Generator())
     assert big["gumbel"].mean().item() == pytest.approx(0.5772, abs=0.02)  # Euler-Mascheroni
@@ -713,3 +714,15 @@ def test_torch_reference_never_imports_jax():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_sample_noise_token_dropout():
+    cfg = tiny_config(num_bars=50, input_depth=9)
+    plain = sample_noise(cfg, 20, torch.Generator().manual_seed(0), scheduled=False)
+    assert plain["token_keep"] is None
+    noise = sample_noise(cfg, 20, torch.Generator().manual_seed(0), False, token_dropout=0.25)
+    keep = noise["token_keep"]
+    assert keep.shape == (20, cfg.sequence_length)
+    assert set(keep.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(keep.mean()) - 0.75) < 0.03
+    torch.testing.assert_close(noise["eps"], plain["eps"])

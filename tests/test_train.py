@@ -45,7 +45,15 @@ def test_outputs(reference):
     logged = records(workdir)
     evals = [r for r in logged if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [3, 6, 8]
-    for name in ("elbo", "recon", "kl_bits", "accuracy", "sampled_accuracy"):
+    for name in (
+        "elbo",
+        "recon",
+        "kl_bits",
+        "accuracy",
+        "sampled_accuracy",
+        "greedy_accuracy",
+        "shuffled_accuracy",
+    ):
         assert np.isfinite(evals[-1][name])
     assert 0.0 < logged[0]["baseline_accuracy"] < 1.0
     assert [r["step"] for r in logged if r["split"] == "train"] == list(range(1, 9))

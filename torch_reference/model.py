@@ -173,12 +173,20 @@ class Decoder(nn.Module):
         one_hot = F.one_hot(tokens, self.cfg.input_depth).to(dtype)
         return F.pad(one_hot, (0, 0, 1, 0))[:, :-1]
 
-    def teacher_forcing(self, tokens: Tensor, z_dec: Tensor) -> Tensor:
-        """Logits [B, T, D] with the ground truth as previous token (one RNN call)."""
+    def teacher_forcing(
+        self, tokens: Tensor, z_dec: Tensor, token_keep: Tensor | None = None
+    ) -> Tensor:
+        """Logits [B, T, D] with the ground truth as previous token (one RNN call).
+
+        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input.
+        """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         e = self.bar_embeddings(z_dec)  # [B, U, E]
-        prev = self._previous_one_hot(tokens, z_dec.dtype).reshape(B, U, S, D)
+        prev = self._previous_one_hot(tokens, z_dec.dtype)
+        if token_keep is not None:
+            prev = prev * token_keep[:, :, None]
+        prev = prev.reshape(B, U, S, D)
         x = torch.cat([prev, e[:, :, None, :].expand(B, U, S, e.shape[-1])], dim=-1)
         e_flat = e.reshape(B * U, -1)
         out, _ = self.rnn(x.reshape(B * U, S, -1), self._core_state(e_flat))
@@ -192,11 +200,12 @@ class Decoder(nn.Module):
         choose_noise: Tensor,
         gumbel: Tensor,
         temperature: float = 1.0,
+        token_keep: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Logits [B, T, D], sampled [B, T], fed_back [B, T] (architecture.md).
 
         Bar starts always read the truth, so the loop runs over the S steps of a
-        bar with all B*U bars batched.
+        bar with all B*U bars batched. `token_keep` [B, T] zeroes the fed input.
         """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
@@ -206,6 +215,7 @@ class Decoder(nn.Module):
         step_in_bar = torch.arange(S, device=tokens.device)
         fed_back = (choose_noise.reshape(N, S) < sampling_probability) & (step_in_bar >= 1)
         gumbel = gumbel.reshape(N, S, D)
+        keep = None if token_keep is None else token_keep.reshape(N, S)
         state = self._core_state(e)
         logits, sampled = [], []
         for s in range(S):
@@ -213,6 +223,8 @@ class Decoder(nn.Module):
             if s > 0:
                 fed = F.one_hot(sampled[-1], D).to(prev.dtype)
                 prev = torch.where(fed_back[:, s, None], fed, prev)
+            if keep is not None:
+                prev = prev * keep[:, s, None]
             out, state = self.rnn(torch.cat([prev, e], dim=-1)[:, None], state)
             step_logits = self.out(out[:, 0])
             logits.append(step_logits)
@@ -326,8 +338,12 @@ class MusicVAE(nn.Module):
         choose_noise: Tensor | None = None,
         gumbel: Tensor | None = None,
         temperature: float = 1.0,
+        token_keep: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Encode, reparameterise, decode with teacher forcing or scheduled sampling."""
+        """Encode, reparameterise, decode with teacher forcing or scheduled sampling.
+
+        `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
+        """
         cfg = self.cfg
         tokens = self._check_tokens(tokens)
         B, T, D = tokens.shape[0], cfg.sequence_length, cfg.input_depth
@@ -343,11 +359,14 @@ class MusicVAE(nn.Module):
             z = mu + sigma * eps.to(mu.dtype)
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        if token_keep is not None:
+            token_keep = _check_float("token_keep", token_keep, (B, T), f"[B={B}, T={T}]")
+            token_keep = token_keep.to(z_dec.dtype)
         p = float(sampling_probability)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"sampling_probability must be in [0, 1]; got {p}")
         if p == 0.0:
-            result["logits"] = self.decoder.teacher_forcing(tokens, z_dec)
+            result["logits"] = self.decoder.teacher_forcing(tokens, z_dec, token_keep)
             return result
         if choose_noise is None or gumbel is None:
             raise ValueError(
@@ -359,7 +378,7 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         logits, sampled, fed_back = self.decoder.scheduled_sampling(
-            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature
+            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature, token_keep
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
         return result

@@ -55,19 +55,28 @@ def clip_gradients(model: nn.Module, optim: OptimConfig) -> float:
 
 
 def sample_noise(
-    cfg: ModelConfig, batch_size: int, generator: torch.Generator, scheduled: bool = True
+    cfg: ModelConfig,
+    batch_size: int,
+    generator: torch.Generator,
+    scheduled: bool = True,
+    token_dropout: float = 0.0,
 ) -> dict[str, Tensor | None]:
-    """eps ~ N(0, I) [B, noise_size]; choose_noise ~ U[0, 1) [B, T]; gumbel [B, T, D]."""
+    """eps ~ N(0, I) [B, noise_size]; choose_noise ~ U[0, 1) [B, T]; gumbel [B, T, D];
+    token_keep [B, T] (1 keep, 0 drop with probability token_dropout)."""
     T, D = cfg.sequence_length, cfg.input_depth
     eps = torch.randn(batch_size, cfg.noise_size, generator=generator)
-    if not scheduled:
-        return {"eps": eps, "choose_noise": None, "gumbel": None}
-    choose_noise = torch.rand(batch_size, T, generator=generator)
-    uniform = torch.rand(batch_size, T, D, generator=generator)
-    tiny = torch.finfo(uniform.dtype).tiny
-    exponential = -torch.log(uniform.clamp_min(tiny))  # Exp(1); Gumbel = -log(Exp(1))
-    gumbel = -torch.log(exponential.clamp_min(tiny))
-    return {"eps": eps, "choose_noise": choose_noise, "gumbel": gumbel}
+    noise: dict[str, Tensor | None] = {"eps": eps, "choose_noise": None, "gumbel": None}
+    if scheduled:
+        noise["choose_noise"] = torch.rand(batch_size, T, generator=generator)
+        uniform = torch.rand(batch_size, T, D, generator=generator)
+        tiny = torch.finfo(uniform.dtype).tiny
+        exponential = -torch.log(uniform.clamp_min(tiny))  # Exp(1); Gumbel = -log(Exp(1))
+        noise["gumbel"] = -torch.log(exponential.clamp_min(tiny))
+    noise["token_keep"] = None
+    if token_dropout > 0.0:
+        keep = torch.rand(batch_size, T, generator=generator) >= token_dropout
+        noise["token_keep"] = keep.float()
+    return noise
 
 
 def train_step(
@@ -81,10 +90,12 @@ def train_step(
     eps: Tensor | None,
     choose_noise: Tensor | None = None,
     gumbel: Tensor | None = None,
+    token_keep: Tensor | None = None,
 ) -> dict[str, float]:
     """One update at 0-based `step`: schedules, forward, loss, backward, clip, Adam.
 
-    `batch` holds `tokens` [B, T] and `condition` [B] or None, optionally `mask`.
+    `batch` holds `tokens` [B, T] and `condition` [B] or None, optionally `mask`;
+    `token_keep` [B, T] is the token-dropout mask (None: no token dropout).
     """
     lr = schedules.learning_rate(step, optim_cfg)
     beta = schedules.beta(step, loss_cfg)
@@ -102,6 +113,7 @@ def train_step(
         choose_noise=choose_noise,
         gumbel=gumbel,
         temperature=sampling_cfg.temperature,
+        token_keep=token_keep,
     )
     loss, metrics = elbo_loss(
         out["logits"],
@@ -153,7 +165,13 @@ def train(
         torch.manual_seed(seed)
         for step, numpy_batch in enumerate(itertools.islice(batches, num_steps)):
             batch = _to_torch(numpy_batch, device)
-            noise = sample_noise(model.cfg, batch["tokens"].shape[0], generator, scheduled)
+            noise = sample_noise(
+                model.cfg,
+                batch["tokens"].shape[0],
+                generator,
+                scheduled,
+                sampling_cfg.token_dropout,
+            )
             noise = {k: None if v is None else v.to(device) for k, v in noise.items()}
             metrics = train_step(
                 model, optimizer, batch, step, loss_cfg, optim_cfg, sampling_cfg, **noise

@@ -116,6 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--samples-per-value", type=int, default=32)
     p.add_argument("--edit-windows", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--prior-samples", type=int, default=256, help="samples for validity")
+    p.add_argument("--prior-temperature", type=float, default=0.5, help="their temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_guard(run_analyze))
@@ -304,6 +306,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         samples_per_value=args.samples_per_value,
         edit_windows=args.edit_windows,
         temperature=args.temperature,
+        prior_samples=args.prior_samples,
+        prior_temperature=args.prior_temperature,
         seed=args.seed,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)
