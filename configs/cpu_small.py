@@ -3,6 +3,12 @@
 4 bars of 16 steps (melody90) with a conductor over the bars, LSTM 1x128 encoder
 (bidirectional) and decoder, z 64. Data: `musicvae data build corpus:folk-small
 --representation melody90 --bars 4` (what `musicvae quickstart` builds).
+
+The recipe was chosen by measuring greedy reconstruction from mu on held-out
+windows (docs/reconstruction.md): a KL budget of 256 free bits (at 64 the KL sat
+at the budget and capped what z could carry), half of the decoder's previous-token
+inputs dropped in training (so it must read the melody from z), and a learning
+rate that decays slowly enough to keep learning for the whole run.
 """
 
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
@@ -24,16 +30,16 @@ def get_config() -> ExperimentConfig:
             input_depth=90,
             wiring="magenta",
         ),
-        loss=LossConfig(free_bits=64.0, max_beta=0.2, beta_rate=0.999),
-        optim=OptimConfig(learning_rate=2e-3, min_learning_rate=1e-4, decay_rate=0.999),
-        sampling=SamplingConfig(schedule="teacher_forcing"),
+        loss=LossConfig(free_bits=256.0, max_beta=0.2, beta_rate=0.999),
+        optim=OptimConfig(learning_rate=2e-3, min_learning_rate=1e-4, decay_rate=0.9999),
+        sampling=SamplingConfig(schedule="teacher_forcing", token_dropout=0.5),
         train=TrainConfig(
             batch_size=64,
-            num_steps=2000,
-            eval_every=250,
+            num_steps=4000,
+            eval_every=500,
             eval_batches=8,
             log_every=25,
-            checkpoint_every=250,
+            checkpoint_every=500,
             keep=2,
         ),
     )

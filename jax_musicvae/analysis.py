@@ -204,13 +204,11 @@ def _reconstruction(
     return result
 
 
-def analyze_model(
-    model: TrainedModel,
-    data: str | Path,
-    settings: AnalysisSettings,
-    pictures: Path | None = None,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """(results, mu [N, encoded_size], danceability [N]) of one model on one split."""
+def held_out_windows(
+    model: TrainedModel, data: str | Path, settings: AnalysisSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random sample (`settings.seed`) of at most `max_windows` windows of the
+    split, drawn from all of its songs, and their danceability [N]."""
     source = WindowSource(data, settings.split)
     check_dataset(model, data, source)
     if len(source) == 0:
@@ -221,14 +219,25 @@ def analyze_model(
         index = np.sort(rng.choice(index, settings.max_windows, replace=False))
     windows = np.asarray(source.tokens[index], np.int32)
     danceability = window_danceability(windows, source.condition[index], model.representation)
+    return windows, danceability
+
+
+def reconstruction_quality(
+    model: TrainedModel,
+    data: str | Path,
+    settings: AnalysisSettings,
+    pictures: Path | None = None,
+) -> dict[str, Any]:
+    """How well the model reconstructs held-out windows and how plausible its samples are.
+
+    With `pictures` (a path prefix) also writes PREFIX_reconstructions.png and
+    PREFIX_interpolation.png.
+    """
+    windows, danceability = held_out_windows(model, data, settings)
     logger.info("%s: evaluating %d %s windows", model.label, len(windows), settings.split)
     metrics = model.evaluate(windows, danceability, settings.seed)
-    mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
-    edit_rows = windows[: settings.edit_windows]
-    results = {
-        "model": model.label,
-        "name": model.experiment.name,
-        "conditioning": model.config.conditioning,
+    train_tokens = WindowSource(data, "train").tokens
+    return {
         "split": settings.split,
         "windows": len(windows),
         "elbo": metrics["elbo"],
@@ -237,9 +246,27 @@ def analyze_model(
         "sampled_accuracy": metrics["sampled_accuracy"],
         "greedy_accuracy": metrics["greedy_accuracy"],
         "shuffled_accuracy": metrics["shuffled_accuracy"],
-        **_reconstruction(model, windows, WindowSource(data, "train").tokens, settings, pictures),
+        **_reconstruction(model, windows, train_tokens, settings, pictures),
+    }
+
+
+def analyze_model(
+    model: TrainedModel,
+    data: str | Path,
+    settings: AnalysisSettings,
+    pictures: Path | None = None,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(results, mu [N, encoded_size], danceability [N]) of one model on one split."""
+    quality = reconstruction_quality(model, data, settings, pictures)
+    windows, danceability = held_out_windows(model, data, settings)
+    mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
+    results = {
+        "model": model.label,
+        "name": model.experiment.name,
+        "conditioning": model.config.conditioning,
+        **quality,
         "values": list(settings.values),
-        **_control(model, settings, edit_rows),
+        **_control(model, settings, windows[: settings.edit_windows]),
     }
     return results, mu, danceability
 

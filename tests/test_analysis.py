@@ -43,6 +43,12 @@ def test_table_tells_impossible_from_constant():
         kl_bits=2.0,
         accuracy=0.5,
         sampled_accuracy=0.25,
+        greedy_accuracy=0.375,
+        shuffled_accuracy=0.125,
+        baseline_accuracy=0.0625,
+        prior_valid=0.9,
+        real_valid=0.95,
+        interpolation_smoothness=None,
         control_generated=0.5,
         control_edited=None,
         edit_keeps=None,
@@ -57,6 +63,7 @@ def test_table_tells_impossible_from_constant():
     lines = markdown_table([row, constant]).splitlines()
     assert lines[2] == "| m | none | 3 | -1.00 | 2.00 | 0.500 | 0.250 | 0.500 | n/a | n/a |"
     assert lines[3].endswith("| 0.250 | const. | const. | 0.750 |")
+    assert lines[7] == "| m | 0.062 | 0.500 | 0.375 | 0.125 | 2.0 | 0.900 | 0.950 | n/a |"
 
 
 def test_token_onsets_for_both_representations():
@@ -88,7 +95,7 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
     out = tmp_path / "analysis"
     argv = ["analyze", "--checkpoints", steered, plain, "--data", dataset, "--out", out]
     argv += ["--max-windows", "8", "--samples-per-value", "2", "--edit-windows", "2"]
-    argv += ["--temperature", "1", "--batch-size", "1"]
+    argv += ["--temperature", "1", "--batch-size", "1", "--prior-samples", "4"]
     assert cli.main([str(a) for a in argv]) == 0
 
     report = json.loads((out / "results.json").read_text())
@@ -98,7 +105,20 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
         assert result["values"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
         assert math.isfinite(result["elbo"]) and result["elbo"] < 0
         assert result["kl_bits"] >= 0
-        assert 0 <= result["accuracy"] <= 1 and 0 <= result["sampled_accuracy"] <= 1
+        for key in (
+            "accuracy",
+            "sampled_accuracy",
+            "greedy_accuracy",
+            "shuffled_accuracy",
+            "baseline_accuracy",
+            "prior_valid",
+            "real_valid",
+            "interpolation_smoothness",
+        ):
+            assert 0 <= result[key] <= 1, key
+        assert set(result["validity_bounds"]) == {"pitch_range", "mean_interval", "in_key"}
+        for key in ("reconstruction_png", "interpolation_png"):
+            assert open(result[key], "rb").read(4) == b"\x89PNG"
     with_vector, without = report["models"]
     for key in ("control_generated", "control_edited"):
         assert with_vector[key] is not None and -1 <= with_vector[key] <= 1
@@ -108,8 +128,9 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
         curve = with_vector["curves"][kind]
         assert len(curve) == 9 and all(0 <= v <= 1 for v in curve)
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 4 and table[2].startswith(f"| {steered} | none | 8 |")
+    assert len(table) == 9 and table[2].startswith(f"| {steered} | none | 8 |")
     assert table[3].endswith("| n/a | n/a | n/a |")
+    assert table[7].startswith(f"| {steered} | ") and table[8].startswith(f"| {plain} | ")
     for name in ("control.png", "mu_pca.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
