@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,7 +119,7 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
             assert 0 <= result[key] <= 1, key
         assert set(result["validity_bounds"]) == {"pitch_range", "mean_interval", "in_key"}
         for key in ("reconstruction_png", "interpolation_png"):
-            assert open(result[key], "rb").read(4) == b"\x89PNG"
+            assert Path(result[key]).read_bytes()[:4] == b"\x89PNG"
     with_vector, without = report["models"]
     for key in ("control_generated", "control_edited"):
         assert with_vector[key] is not None and -1 <= with_vector[key] <= 1
