@@ -17,7 +17,7 @@ import jax
 def eight_devices(dataset: Path, workdir: Path) -> dict:
     """8 devices vs 1 with the same global batch; restore onto 1 device and a 2x4 mesh."""
     import numpy as np
-    from train_helpers import tiny_config
+    from helpers import tiny_config
 
     from jax_musicvae import checkpoints as ckpt
     from jax_musicvae.models import init_params
@@ -67,7 +67,7 @@ def eight_devices(dataset: Path, workdir: Path) -> dict:
 
 
 def process(dataset: Path, workdir: Path, process_id: int, port: int) -> dict:
-    from train_helpers import tiny_config
+    from helpers import tiny_config
 
     config = tiny_config(num_steps=3, eval_every=3, checkpoint_every=3).override(
         [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import make_checkpoint, random_params, run_cli, tiny_model_experiment
 from scipy.stats import spearmanr
-from test_generate import cli, dataset, make_checkpoint  # noqa: F401 (dataset is a fixture)
 
 from jax_musicvae.analysis import AnalysisSettings, markdown_table, pca_2d, spearman
 from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector, melody_rhythm
@@ -86,18 +86,18 @@ def test_pca_orders_axes_by_variance():
     assert pca_2d(np.ones((4, 1)) * np.arange(4)[:, None]).shape == (4, 2)  # one dimension
 
 
-def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
+def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
     # Two models of one architecture share compiled code; one has an attribute vector.
     steered = make_checkpoint(tmp_path / "steered", "none", seed=1)
     plain = make_checkpoint(tmp_path / "plain", "none", seed=2)
     model = TrainedModel.load(steered, batch_size=1)
-    vector = compute_attribute_vector(model, dataset, fraction=0.5)
+    vector = compute_attribute_vector(model, generation_dataset, fraction=0.5)
     vector.save(steered / "checkpoints" / "0" / ATTRIBUTE_FILE)
     out = tmp_path / "analysis"
-    argv = ["analyze", "--checkpoints", steered, plain, "--data", dataset, "--out", out]
+    argv = ["analyze", "--checkpoints", steered, plain, "--data", generation_dataset, "--out", out]
     argv += ["--max-windows", "8", "--samples-per-value", "2", "--edit-windows", "2"]
     argv += ["--temperature", "1", "--batch-size", "1", "--prior-samples", "4"]
-    assert cli.main([str(a) for a in argv]) == 0
+    assert run_cli(*argv) == 0
 
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["split"] == "test" and len(report["models"]) == 2
@@ -136,15 +136,21 @@ def test_analyze_writes_table_json_and_plots(tmp_path, dataset):  # noqa: F811
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_analyze_refuses_a_dataset_of_another_shape(tmp_path, dataset, caplog):  # noqa: F811
-    from test_generate import random_params, tiny_config
-
+def test_analyze_refuses_a_dataset_of_another_shape(tmp_path, generation_dataset, caplog):
     from jax_musicvae.checkpoints import save_params_checkpoint
 
-    longer = tiny_config("none", num_bars=4)
+    longer = tiny_model_experiment("none", num_bars=4)
     save_params_checkpoint(tmp_path / "m", random_params(longer.model), longer.to_dict())
-    argv = ["analyze", "--checkpoints", tmp_path / "m", "--data", dataset, "--out", tmp_path / "a"]
-    assert cli.main([str(a) for a in argv]) == 2
+    argv = [
+        "analyze",
+        "--checkpoints",
+        tmp_path / "m",
+        "--data",
+        generation_dataset,
+        "--out",
+        tmp_path / "a",
+    ]
+    assert run_cli(*argv) == 2
     assert (
         "melody90 windows of 4 bars" in caplog.text and "melody90 windows of 2 bars" in caplog.text
     )

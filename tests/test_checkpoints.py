@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 import pytest
-from train_helpers import tiny_config
+from helpers import assert_trees_equal, tiny_config
 
 from jax_musicvae import checkpoints as ckpt
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.models import init_params
-
-
-def assert_trees_equal(a, b) -> None:
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    assert tree_a == tree_b
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_params_checkpoint_round_trip(tmp_path):

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import torch
 from flax import traverse_util
+from helpers import run_cli
 from original_checkpoints import ORIGINAL_CLASSES, original_table
 from safetensors.numpy import load_file
 from torch import nn
 
 from jax_musicvae import checkpoints, conversion
-from jax_musicvae.cli import main
 from jax_musicvae.commands import convert as convert_command
 from jax_musicvae.config import ModelConfig
 from jax_musicvae.convert import ConversionError, flax_to_torch
@@ -61,10 +61,6 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert x.dtype == y.dtype and np.array_equal(x, y), key
 
 
-def run_cli(*argv: str) -> int:
-    return main(["convert", *map(str, argv)])
-
-
 def verification_figure(text: str) -> float:
     match = re.search(r"teacher-forced logits = (\S+) \(tolerance", text)
     assert match, text
@@ -85,7 +81,7 @@ def test_original_state_dict_inferred_converted_and_verified(name, tmp_path, cap
     src = tmp_path / "model.pt"
     torch.save(state_dict, src)
 
-    assert run_cli(src, tmp_path / "out", "--from", "magenta-torch", *SMALL) == 0
+    assert run_cli("convert", src, tmp_path / "out", "--from", "magenta-torch", *SMALL) == 0
     out = capsys.readouterr().out
     difference = verification_figure(out)
     assert difference < 1e-4
@@ -117,11 +113,11 @@ def test_unrecorded_settings_default_and_are_reported():
 def test_latent_sigma_is_refused_unless_known(tmp_path, capsys):
     src = tmp_path / "model.pt"
     torch.save(random_state_dict(seed_table("MuDanceVAE")), src)
-    assert run_cli(src, tmp_path / "out", *SMALL, "--no-verify") == 2
+    assert run_cli("convert", src, tmp_path / "out", *SMALL, "--no-verify") == 2
     assert "latent_condition_sigma" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
     sets = [*SMALL, "--set", "model.latent_condition_sigma=0.5", "--no-verify"]
-    assert run_cli(src, tmp_path / "out", *sets) == 0
+    assert run_cli("convert", src, tmp_path / "out", *sets) == 0
     config, _ = checkpoints.load_params(tmp_path / "out")
     assert config["model"]["latent_condition_sigma"] == 0.5
 
@@ -141,12 +137,14 @@ def test_magenta_wiring_latent_vs_decoder_is_ambiguous(tmp_path, capsys):
     torch.manual_seed(0)
     src = tmp_path / "ref.pt"
     torch.save(TorchMusicVAE(cfg).state_dict(), src)
-    assert run_cli(src, tmp_path / "a", *SMALL, "--no-verify") == 2
+    assert run_cli("convert", src, tmp_path / "a", *SMALL, "--no-verify") == 2
     out = capsys.readouterr().out
     assert (
         "ambiguous" in out and "latent (latent_size=4)" in out and "decoder (latent_size=5)" in out
     )
-    assert run_cli(src, tmp_path / "a", *SMALL, "--set", "model.conditioning=decoder") == 0
+    assert (
+        run_cli("convert", src, tmp_path / "a", *SMALL, "--set", "model.conditioning=decoder") == 0
+    )
     assert verification_figure(capsys.readouterr().out) < 1e-4
     config, _ = checkpoints.load_params(tmp_path / "a")
     assert config["model"]["conditioning"] == "decoder" and config["model"]["latent_size"] == L
@@ -157,14 +155,16 @@ def test_shape_mismatch_is_named(tmp_path, capsys):
     state_dict["decoder.out.0.bias"] = torch.zeros(D + 1)
     src = tmp_path / "model.pt"
     torch.save(state_dict, src)
-    assert run_cli(src, tmp_path / "out", *SMALL) == 2
+    assert run_cli("convert", src, tmp_path / "out", *SMALL) == 2
     out = capsys.readouterr().out
     assert str(src) in out and "decoder.out.0.bias is (8,), expected (7,)" in out
     assert not (tmp_path / "out").exists()
     # A stored or user setting that contradicts the weights is refused the same way.
     good = tmp_path / "good.pt"
     torch.save(random_state_dict(seed_table("MusicGRUVAE")), good)
-    assert run_cli(good, tmp_path / "out", *SMALL, "--set", "model.encoder_hidden=6") == 2
+    assert (
+        run_cli("convert", good, tmp_path / "out", *SMALL, "--set", "model.encoder_hidden=6") == 2
+    )
     assert "encoder.bigru.weight_hh_l0" in capsys.readouterr().out
 
 
@@ -266,7 +266,7 @@ def test_whole_module_pickle_read_with_stand_ins(pickled_module):
 
 def test_whole_module_pickle_converts_from_its_folder(pickled_module, tmp_path, capsys):
     folder, expected = pickled_module
-    assert run_cli(folder, tmp_path / "out", *SMALL) == 0
+    assert run_cli("convert", folder, tmp_path / "out", *SMALL) == 0
     out = capsys.readouterr().out
     assert "magenta-torch, module_pickle of src.model.MusicGRUVAE" in out
     assert "trainer states" in out and "torch.optim.adam.Adam" in out
@@ -305,7 +305,7 @@ def test_malicious_state_dict_is_refused_and_has_no_effect(tmp_path, capsys):
     src = tmp_path / "model.pt"
     state_dict = random_state_dict(seed_table("MusicGRUVAE"))
     torch.save({**state_dict, "encoder.mu.bias": Exploit(marker)}, src)
-    assert run_cli(src, tmp_path / "out", *SMALL) == 2
+    assert run_cli("convert", src, tmp_path / "out", *SMALL) == 2
     out = capsys.readouterr().out
     assert str(src) in out and "system" in out and "nothing from this file was executed" in out
     # The restricted unpickler, used without torch, refuses it just the same.
@@ -334,7 +334,7 @@ def test_truncated_file(tmp_path, capsys):
     data = src.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
-    assert run_cli(truncated, tmp_path / "out", *SMALL) == 2
+    assert run_cli("convert", truncated, tmp_path / "out", *SMALL) == 2
     out = capsys.readouterr().out
     assert str(truncated) in out and "truncated" in out
     assert not (tmp_path / "out").exists()
@@ -373,16 +373,16 @@ def test_round_trips_are_bit_exact(tmp_path, capsys):
     torch.save({k: torch.from_numpy(v) for k, v in original.items()}, tmp_path / "a.pt")
 
     # torch -> orbax -> torch (and safetensors)
-    assert run_cli(tmp_path / "a.pt", tmp_path / "orbax_a", *SMALL) == 0
-    assert run_cli(tmp_path / "orbax_a", tmp_path / "b.pt") == 0
-    assert run_cli(tmp_path / "orbax_a", tmp_path / "b.safetensors", "--no-verify") == 0
+    assert run_cli("convert", tmp_path / "a.pt", tmp_path / "orbax_a", *SMALL) == 0
+    assert run_cli("convert", tmp_path / "orbax_a", tmp_path / "b.pt") == 0
+    assert run_cli("convert", tmp_path / "orbax_a", tmp_path / "b.safetensors", "--no-verify") == 0
     back = torch.load(tmp_path / "b.pt", weights_only=True)
     assert_same_tensors({k: v.numpy() for k, v in back.items()}, original)
     assert (tmp_path / "b.pt.json").is_file()
     assert_same_tensors(load_file(str(tmp_path / "b.safetensors")), original)
 
     # orbax -> torch -> orbax, the config travelling in b.pt.json
-    assert run_cli(tmp_path / "b.pt", tmp_path / "orbax_b") == 0
+    assert run_cli("convert", tmp_path / "b.pt", tmp_path / "orbax_b") == 0
     config_a, params_a = checkpoints.load_params(tmp_path / "orbax_a")
     config_b, params_b = checkpoints.load_params(tmp_path / "orbax_b")
     assert config_a["model"] == config_b["model"]
@@ -405,15 +405,15 @@ def test_existing_destination_needs_force(tmp_path, capsys):
     dst = tmp_path / "out"
     dst.mkdir()
     (dst / "keep.txt").write_text("precious")
-    assert run_cli(src, dst, *SMALL, "--no-verify") == 2
+    assert run_cli("convert", src, dst, *SMALL, "--no-verify") == 2
     assert "already exists; pass --force" in capsys.readouterr().out
     assert (dst / "keep.txt").read_text() == "precious"
-    assert run_cli(src, dst, *SMALL, "--no-verify", "--force") == 0
+    assert run_cli("convert", src, dst, *SMALL, "--no-verify", "--force") == 0
     assert not (dst / "keep.txt").exists()
     checkpoints.load_params(dst)
     # For torch outputs the config JSON beside counts too.
     (tmp_path / "x.pt.json").write_text("{}")
-    assert run_cli(dst, tmp_path / "x.pt", "--no-verify") == 2
+    assert run_cli("convert", dst, tmp_path / "x.pt", "--no-verify") == 2
     assert not (tmp_path / "x.pt").exists()
     no_leftovers(tmp_path)
 
@@ -422,10 +422,10 @@ def test_failed_verification_leaves_no_destination(tmp_path, monkeypatch, capsys
     src = tmp_path / "model.pt"
     torch.save(random_state_dict(seed_table("DanceabilityGRUVAE")), src)
     monkeypatch.setattr(conversion, "teacher_forced_difference", lambda *a: 0.5)
-    assert run_cli(src, tmp_path / "out", *SMALL) == 1
+    assert run_cli("convert", src, tmp_path / "out", *SMALL) == 1
     assert "differ by up to 0.5" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
-    assert run_cli(src, tmp_path / "out.pt", *SMALL) == 1
+    assert run_cli("convert", src, tmp_path / "out.pt", *SMALL) == 1
     assert not (tmp_path / "out.pt").exists() and not (tmp_path / "out.pt.json").exists()
     no_leftovers(tmp_path)
 
@@ -489,7 +489,7 @@ def test_torch_reference_training_checkpoint_uses_its_config(tmp_path, capsys):
         },
         src,
     )
-    assert run_cli(src, tmp_path / "out", "--no-verify") == 0
+    assert run_cli("convert", src, tmp_path / "out", "--no-verify") == 0
     assert "training_checkpoint" in capsys.readouterr().out
     config, params = checkpoints.load_params(tmp_path / "out")
     assert ModelConfig(**config["model"]) == cfg  # no inference, nothing ambiguous

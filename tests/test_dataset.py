@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_midi_io import MUSIC21_MIDI, scale_notes, write_midi_file
+from helpers import MUSIC21_MIDI, make_songs, run_cli, scale_notes, write_midi_file
 
-from jax_musicvae.commands import data as data_command
 from jax_musicvae.data.dataset import (
     SPLITS,
     BuildError,
@@ -21,21 +19,6 @@ from jax_musicvae.data.dataset import (
 from jax_musicvae.data.loader import load_manifest, load_songs
 
 NO_DANCE = dict(danceability="none")
-
-
-def make_songs(folder: Path, count: int, bars: int = 6) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    return [
-        write_midi_file(folder / f"song{i:02d}.mid", [(0, False, scale_notes(bars, base=40 + i))])
-        for i in range(count)
-    ]
-
-
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    data_command.register(parser.add_subparsers())
-    args = parser.parse_args(["data", *argv])
-    return args.func(args)
 
 
 def read_split(out: Path, split: str) -> dict[str, np.ndarray]:
@@ -146,17 +129,20 @@ def test_cli_exit_codes_and_summary(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["build", str(src), "--out", str(out), "--bars", "2", "--workers", "1"]
     argv += ["--danceability", "none", "--cache-dir", str(tmp_path / "c"), "--no-progress"]
-    assert run_cli(argv) == 0
+    assert run_cli("data", *argv) == 0
     text = capsys.readouterr().out
     assert "5 files, 4 usable, 1 skipped" in text and "not a MIDI file" in text
-    assert run_cli(argv) == 1  # exists without --overwrite
-    assert run_cli([*argv, "--overwrite", "--representation", "melody90"]) == 0
+    assert run_cli("data", *argv) == 1  # exists without --overwrite
+    assert run_cli("data", *[*argv, "--overwrite", "--representation", "melody90"]) == 0
     assert load_manifest(out)["representation"] == "melody90"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.mid").write_bytes(b"")
     assert (
-        run_cli(["build", str(bad), "--out", str(tmp_path / "o2"), "--danceability", "none"]) == 1
+        run_cli(
+            "data", *["build", str(bad), "--out", str(tmp_path / "o2"), "--danceability", "none"]
+        )
+        == 1
     )
     assert not (tmp_path / "o2").exists()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from train_helpers import build_tiny_dataset, tiny_config
+from helpers import tiny_config
 
 from jax_musicvae import checkpoints as ckpt
 from jax_musicvae.data.loader import make_loader
@@ -19,11 +19,6 @@ from jax_musicvae.models import init_params
 from jax_musicvae.train import Run, Trainer, make_mesh
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return build_tiny_dataset(tmp_path_factory.mktemp("distributed"))
 
 
 def run_worker(*args: object) -> subprocess.Popen:
@@ -42,8 +37,8 @@ def result_of(process: subprocess.Popen) -> dict:
 
 
 @pytest.mark.slow
-def test_eight_devices_match_one_and_restore_elsewhere(dataset, tmp_path):
-    result = result_of(run_worker("eight", dataset, tmp_path))
+def test_eight_devices_match_one_and_restore_elsewhere(train_dataset, tmp_path):
+    result = result_of(run_worker("eight", train_dataset, tmp_path))
     print(result)
     assert result["devices"] == 8
     assert result["params_8_vs_1"] < 1e-5
@@ -62,9 +57,9 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(dataset, tmp_path):
+def test_two_processes_match_one(train_dataset, tmp_path):
     port = free_port()
-    workers = [run_worker("process", dataset, tmp_path, i, port) for i in range(2)]
+    workers = [run_worker("process", train_dataset, tmp_path, i, port) for i in range(2)]
     results = [result_of(w) for w in workers]
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["devices"] == 4 and r["step"] == 3 for r in results)
@@ -78,7 +73,7 @@ def test_two_processes_match_one(dataset, tmp_path):
     loaders = [
         iter(
             make_loader(
-                dataset,
+                train_dataset,
                 "train",
                 batch_size=4,
                 seed=config.train.seed,

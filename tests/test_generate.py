@@ -12,64 +12,33 @@ import json
 import wave
 from pathlib import Path
 
-import jax
 import numpy as np
 import pretty_midi
 import pytest
-from test_dataset import make_songs
-from test_midi_io import scale_notes, write_midi_file
+from helpers import (
+    make_checkpoint,
+    random_params,
+    run_cli,
+    scale_notes,
+    tiny_model_experiment,
+    write_midi_file,
+)
 
-from jax_musicvae import cli
 from jax_musicvae.attributes import ATTRIBUTE_FILE, AttributeVector
 from jax_musicvae.checkpoints import save_params_checkpoint
-from jax_musicvae.config import ModelConfig
 from jax_musicvae.data import midi_io
-from jax_musicvae.data.dataset import BuildSettings, build_dataset
 from jax_musicvae.data.loader import WindowSource
 from jax_musicvae.data.representations import Melody90
-from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.generate import (
     CheckpointMismatchError,
     GenerationError,
     TrainedModel,
     slerp,
 )
-from jax_musicvae.models import init_params
 
 VARIANTS = ("none", "encoder", "latent", "decoder")
 MEL = Melody90()
-BARS, T = 2, 32
-
-
-def tiny_config(conditioning: str, **changes) -> ExperimentConfig:
-    fields = dict(
-        encoder_hidden=8,
-        encoder_layers=1,
-        decoder_hidden=8,
-        decoder_layers=1,
-        latent_size=4,
-        num_bars=BARS,
-        input_depth=90,
-        conditioning=conditioning,
-    )
-    return ExperimentConfig(name=f"tiny-{conditioning}", model=ModelConfig(**{**fields, **changes}))
-
-
-def random_params(config: ModelConfig, seed: int = 0):
-    """Random parameters with init_params' tree and shapes (eval_shape: nothing compiles).
-
-    Uniform in [-0.3, 0.3]: varied output, and inputs such as c still move the result
-    (wider weights saturate the LSTMs of so small a model).
-    """
-    shapes = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: rng.uniform(-0.3, 0.3, s.shape).astype(s.dtype), shapes)
-
-
-def make_checkpoint(path: Path, conditioning: str, seed: int = 0) -> Path:
-    experiment = tiny_config(conditioning)
-    save_params_checkpoint(path, random_params(experiment.model, seed), experiment.to_dict())
-    return path
+T = 32
 
 
 def melody(seed: int, steps: int = T) -> np.ndarray:
@@ -94,31 +63,6 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def models(workdir) -> dict[str, TrainedModel]:
     return {v: TrainedModel.load(workdir / v, batch_size=1) for v in VARIANTS}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """Eight songs of two-bar windows whose danceability rises with the song index."""
-
-    class ByIndex:
-        def values(self, songs, rhythms):
-            return {s.song_id: int(s.song_id[4:6]) / 8 + 0.05 for s in songs}
-
-    tmp = tmp_path_factory.mktemp("gen-data")
-    make_songs(tmp / "midi", 8, bars=4)
-    build_dataset(
-        str(tmp / "midi"),
-        tmp / "ds",
-        BuildSettings(representation="melody90", num_bars=BARS, split=(0.5, 0.0, 0.5)),
-        cache_dir=tmp / "cache",
-        progress=False,
-        danceability_source=ByIndex(),
-    )
-    return tmp / "ds"
-
-
-def run_cli(argv: list[str]) -> int:
-    return cli.main([str(a) for a in argv])
 
 
 # ---------------------------------------------------------------- API
@@ -284,13 +228,13 @@ def test_edit_none_adds_the_attribute_vector(workdir):
 
 
 def test_mismatched_checkpoint_is_named(tmp_path):
-    wrong = tiny_config("none")
-    params = random_params(tiny_config("none", encoder_hidden=6).model)
+    wrong = tiny_model_experiment("none")
+    params = random_params(tiny_model_experiment("none", encoder_hidden=6).model)
     save_params_checkpoint(tmp_path / "bad", params, wrong.to_dict())
     with pytest.raises(CheckpointMismatchError, match="encoder.*shape"):
         TrainedModel.load(tmp_path / "bad")
-    assert run_cli(["sample", "--checkpoint", tmp_path / "bad", "--out", tmp_path / "o"]) == 2
-    odd = tiny_config("none", input_depth=70)
+    assert run_cli(*["sample", "--checkpoint", tmp_path / "bad", "--out", tmp_path / "o"]) == 2
+    odd = tiny_model_experiment("none", input_depth=70)
     save_params_checkpoint(tmp_path / "odd", random_params(odd.model), odd.to_dict())
     with pytest.raises(CheckpointMismatchError, match="input_depth=70"):
         TrainedModel.load(tmp_path / "odd")
@@ -311,7 +255,7 @@ def test_cli_sample_writes_midi_png_wav(workdir, models, tmp_path):
     out = tmp_path / "s"
     argv = ["sample", "--checkpoint", workdir / "decoder", "--out", out, "-n", "2", "--seed", "4"]
     argv += ["--batch-size", "1"]  # the shape the module's models compiled
-    assert run_cli([*argv, "--danceability", "0.8", "--wav"]) == 0
+    assert run_cli(*[*argv, "--danceability", "0.8", "--wav"]) == 0
     expected = models["decoder"].sample(2, 0.8, temperature=1.0, seed=4)
     for i in range(2):
         stem = out / f"sample_{i:03d}"
@@ -321,7 +265,7 @@ def test_cli_sample_writes_midi_png_wav(workdir, models, tmp_path):
         assert is_png(stem.with_suffix(".png"))
         with wave.open(str(stem.with_suffix(".wav"))) as audio:
             assert audio.getframerate() == 22050 and audio.getnframes() > 22050  # 2 bars = 4 s
-    assert run_cli([*argv, "--danceability", "0.8", "--checkpoint", workdir / "encoder"]) == 2
+    assert run_cli(*[*argv, "--danceability", "0.8", "--checkpoint", workdir / "encoder"]) == 2
 
 
 def test_cli_interpolate_reconstruct_edit(workdir, models, tmp_path):
@@ -329,19 +273,19 @@ def test_cli_interpolate_reconstruct_edit(workdir, models, tmp_path):
     b = write_midi_file(tmp_path / "b.mid", [(0, False, [(i * 480, 480, 70) for i in range(8)])])
     ckpt, out = workdir / "decoder", tmp_path / "out"
     common = ["--checkpoint", ckpt, "--out", out, "--batch-size", "1"]
-    assert run_cli(["interpolate", a, b, "--steps", "3", *common]) == 0
+    assert run_cli(*["interpolate", a, b, "--steps", "3", *common]) == 0
     mids = sorted(out.glob("interpolate_*.mid"))
     assert len(mids) == 3 and is_png(out / "interpolate.png")
     expected = models["decoder"].interpolate(a, b, 3)
     for mid, tokens in zip(mids, expected, strict=True):
         np.testing.assert_array_equal(read_back(mid), MEL.canonical(tokens[None])[0])
-    assert run_cli(["reconstruct", a, *common]) == 0
+    assert run_cli(*["reconstruct", a, *common]) == 0
     np.testing.assert_array_equal(
         read_back(out / "a_reconstruction.mid"),
         MEL.canonical(models["decoder"].reconstruct(a)[None])[0],
     )
     assert is_png(out / "a_reconstruction.png")
-    assert run_cli(["edit", a, "--danceability", "0.9", *common]) == 0
+    assert run_cli(*["edit", a, "--danceability", "0.9", *common]) == 0
     np.testing.assert_array_equal(
         read_back(out / "a_danceability_0.90.mid"),
         MEL.canonical(models["decoder"].edit(a, 0.9)[None])[0],
@@ -352,28 +296,36 @@ def test_cli_interpolate_reconstruct_edit(workdir, models, tmp_path):
 def test_cli_errors_name_the_problem(workdir, tmp_path, caplog):
     drums = write_midi_file(tmp_path / "drums.mid", [(0, True, scale_notes(2))])
     out = tmp_path / "out"
-    assert run_cli(["reconstruct", drums, "--checkpoint", workdir / "none", "--out", out]) == 2
+    assert run_cli(*["reconstruct", drums, "--checkpoint", workdir / "none", "--out", out]) == 2
     assert "drums.mid: only drum notes" in caplog.text
     tune = write_midi_file(tmp_path / "tune.mid", [(0, False, scale_notes(2))])
     edit = ["edit", tune, "--danceability", "0.9", "--out", out]
-    assert run_cli([*edit, "--checkpoint", workdir / "none"]) == 2
+    assert run_cli(*[*edit, "--checkpoint", workdir / "none"]) == 2
     assert "musicvae attribute-vector" in caplog.text
-    assert run_cli([*edit, "--checkpoint", tmp_path / "missing"]) == 2
+    assert run_cli(*[*edit, "--checkpoint", tmp_path / "missing"]) == 2
     assert "no such checkpoint" in caplog.text
     assert not out.exists()
 
 
-def test_cli_attribute_vector_then_edit_none(tmp_path, dataset, caplog):
+def test_cli_attribute_vector_then_edit_none(tmp_path, generation_dataset, caplog):
     ckpt = make_checkpoint(tmp_path / "none", "none")
-    argv = ["attribute-vector", "--checkpoint", ckpt, "--data", dataset, "--batch-size", "1"]
-    assert run_cli(argv) == 0
+    argv = [
+        "attribute-vector",
+        "--checkpoint",
+        ckpt,
+        "--data",
+        generation_dataset,
+        "--batch-size",
+        "1",
+    ]
+    assert run_cli(*argv) == 0
     stored = json.loads((ckpt / "checkpoints" / "0" / ATTRIBUTE_FILE).read_text())
     assert len(stored["vector"]) == 4 and np.isfinite(stored["vector"]).all()
     assert stored["high_danceability"] > stored["low_danceability"]
     assert stored["high_count"] == stored["low_count"] >= 1 and stored["split"] == "train"
     model = TrainedModel.load(ckpt, batch_size=1)
     np.testing.assert_allclose(model.attribute_vector.vector, stored["vector"], rtol=1e-6)
-    train = WindowSource(dataset, "train")
+    train = WindowSource(generation_dataset, "train")
     order = np.argsort(train.condition, kind="stable")
     quarter = len(order) // 4
     mu = model.encode(np.asarray(train.tokens, np.int32)).mu
@@ -381,10 +333,14 @@ def test_cli_attribute_vector_then_edit_none(tmp_path, dataset, caplog):
     np.testing.assert_allclose(stored["vector"], expected, rtol=1e-5, atol=1e-6)
     tune = write_midi_file(tmp_path / "tune.mid", [(0, False, scale_notes(2))])
     out = tmp_path / "out"
-    assert run_cli(["edit", tune, "--danceability", "0.9", "--checkpoint", ckpt, "--out", out]) == 0
+    assert (
+        run_cli(*["edit", tune, "--danceability", "0.9", "--checkpoint", ckpt, "--out", out]) == 0
+    )
     assert (out / "tune_danceability_0.90.mid").is_file()
     decoder = make_checkpoint(tmp_path / "dec", "decoder")
-    assert run_cli(["attribute-vector", "--checkpoint", decoder, "--data", dataset]) == 2
+    assert (
+        run_cli(*["attribute-vector", "--checkpoint", decoder, "--data", generation_dataset]) == 2
+    )
     assert "attribute vectors are for models trained with conditioning 'none'" in caplog.text
 
 

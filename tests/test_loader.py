@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from test_dataset import make_songs
+from helpers import make_songs
 
 from jax_musicvae.data.dataset import BuildSettings, build_dataset
 from jax_musicvae.data.loader import WindowSource, make_loader

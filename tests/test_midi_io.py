@@ -4,50 +4,20 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
 import symusic
+from helpers import MUSIC21_MIDI, scale_notes, write_midi_file
 
 from jax_musicvae.data import midi_io
 from jax_musicvae.data.pianoroll import save_pianoroll, save_pianoroll_grid
 from jax_musicvae.data.representations import Melody90, PianoRoll61
 
 PR, MEL = PianoRoll61(), Melody90()
-MUSIC21_MIDI = Path(__import__("music21").__file__).parent / "midi" / "testPrimitive"
 # Files with a usable 4/4 section (the others are in 3/4, 6/8, 2/4 ...).
 REAL_FILES = ["test01.mid", "test02.mid", "test06.mid", "test07.mid", "test10.mid", "test18.mid"]
-
-
-def write_midi_file(
-    path: Path,
-    tracks: list[tuple[int, bool, list[tuple[int, int, int]]]],
-    *,
-    tpq: int = 480,
-    tempos: tuple[tuple[int, float], ...] = ((0, 120.0),),
-    sigs: tuple[tuple[int, int, int], ...] = ((0, 4, 4),),
-) -> Path:
-    """A MIDI file from (program, is_drum, [(tick, duration, pitch)]) tracks."""
-    score = symusic.Score(tpq)
-    for t, q in tempos:
-        score.tempos.append(symusic.Tempo(t, q))
-    for t, n, d in sigs:
-        score.time_signatures.append(symusic.TimeSignature(t, n, d))
-    for program, drum, notes in tracks:
-        track = symusic.Track("", program, drum)
-        for tick, dur, pitch in notes:
-            track.notes.append(symusic.Note(tick, dur, pitch, 90))
-        score.tracks.append(track)
-    path.write_bytes(score.dumps_midi())
-    return path
-
-
-def scale_notes(bars: int, tpq: int = 480, base: int = 60) -> list[tuple[int, int, int]]:
-    """Eighth notes walking up a 13-note pattern: every bar has notes, bars differ."""
-    step = tpq // 2
-    return [(i * step, step, base + (i % 13)) for i in range(bars * 8)]
 
 
 @pytest.mark.parametrize("name", REAL_FILES)

@@ -14,8 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_checkpoints import assert_trees_equal
-from train_helpers import build_tiny_dataset, set_args, tiny_config
+from helpers import assert_trees_equal, set_args, tiny_config
 
 from jax_musicvae import checkpoints as ckpt
 from jax_musicvae.models import init_params
@@ -23,16 +22,11 @@ from jax_musicvae.train import TrainingError, train
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return build_tiny_dataset(tmp_path_factory.mktemp("train"))
-
-
-@pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
+def reference(train_dataset, tmp_path_factory):
     """An uninterrupted 8-step run (every step checkpointed, as the killed run below)."""
     workdir = tmp_path_factory.mktemp("reference")
     config = tiny_config(num_steps=8, checkpoint_every=1, log_every=1)
-    return config, train(config, dataset, workdir), workdir
+    return config, train(config, train_dataset, workdir), workdir
 
 
 def records(workdir: Path) -> list[dict]:
@@ -71,13 +65,13 @@ def test_outputs(reference):
     assert_trees_equal(best_params, ckpt.load_params(workdir, step=best)[1])
 
 
-def test_resume_from_a_checkpoint_is_bitwise_exact(reference, dataset, tmp_path):
+def test_resume_from_a_checkpoint_is_bitwise_exact(reference, train_dataset, tmp_path):
     config, summary, _ = reference
     first = dataclasses.replace(config, train=dataclasses.replace(config.train, num_steps=5))
-    train(first, dataset, tmp_path)
+    train(first, train_dataset, tmp_path)
     with pytest.raises(TrainingError, match="--resume"):
-        train(config, dataset, tmp_path)
-    resumed = train(config, dataset, tmp_path, resume=True)
+        train(config, train_dataset, tmp_path)
+    resumed = train(config, train_dataset, tmp_path, resume=True)
     assert resumed["step"] == 8
     assert_trees_equal(resumed["params"], summary["params"])
     steps = [r["step"] for r in records(tmp_path) if r["split"] == "train"]
@@ -85,10 +79,10 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(reference, dataset, tmp_path)
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_is_bitwise_exact(reference, dataset, tmp_path):
+def test_kill_9_then_resume_is_bitwise_exact(reference, train_dataset, tmp_path):
     """SIGKILL a CLI run once step 4 is logged (saves every step, so often mid-save)."""
     config, summary, _ = reference
-    command = [sys.executable, "-m", "jax_musicvae.cli", "train", "--data", str(dataset)]
+    command = [sys.executable, "-m", "jax_musicvae.cli", "train", "--data", str(train_dataset)]
     command += ["--workdir", str(tmp_path), "--config", "cpu_small", *set_args(config)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = tmp_path / "metrics.jsonl"
@@ -104,24 +98,24 @@ def test_kill_9_then_resume_is_bitwise_exact(reference, dataset, tmp_path):
         process.wait()
     killed_at = max(r["step"] for r in records(tmp_path) if "step" in r)
     assert 4 <= killed_at < 8
-    resumed = train(config, dataset, tmp_path, resume=True)
+    resumed = train(config, train_dataset, tmp_path, resume=True)
     assert_trees_equal(resumed["params"], summary["params"])
 
 
-def test_nonfinite_updates_are_skipped_then_abort(dataset, tmp_path):
+def test_nonfinite_updates_are_skipped_then_abort(train_dataset, tmp_path):
     config = tiny_config(num_steps=20, max_consecutive_nonfinite=3, log_every=1)
     config = config.override(["optim.learning_rate=1e38"])
     with pytest.raises(TrainingError, match="3 non-finite updates in a row"):
-        train(config, dataset, tmp_path)
+        train(config, train_dataset, tmp_path)
     skipped = [r for r in records(tmp_path) if r["split"] == "nonfinite"]
     assert len(skipped) == 3 and all(r["skipped"] == 1.0 for r in skipped)
 
 
-def test_fine_tune_from_a_parameters_only_checkpoint(dataset, tmp_path):
+def test_fine_tune_from_a_parameters_only_checkpoint(train_dataset, tmp_path):
     config = tiny_config(num_steps=2, eval_every=2)
     params = init_params(config.model, jax.random.key(42))
     ckpt.save_params_checkpoint(tmp_path, params, config.to_dict())
-    summary = train(config, dataset, tmp_path, resume=True)
+    summary = train(config, train_dataset, tmp_path, resume=True)
     assert summary["step"] == 2
     changed = jax.tree.map(
         lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), params, summary["params"]
