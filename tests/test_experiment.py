@@ -7,7 +7,15 @@ import pytest
 from jax_musicvae.config import ConfigError
 from jax_musicvae.experiment import CONFIGS_DIR, ExperimentConfig, load_config
 
-CONFIG_NAMES = ("cpu_small", "hierdec_mel_16bar", "mel_2bar", "thesis_gru_16bar", "bench_small")
+CONFIG_NAMES = (
+    "cpu_small",
+    "cpu_hour",
+    "cpu_16bar",
+    "hierdec_mel_16bar",
+    "mel_2bar",
+    "thesis_gru_16bar",
+    "bench_small",
+)
 
 
 def test_overrides_are_typed_by_the_field():
