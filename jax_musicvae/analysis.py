@@ -30,9 +30,9 @@ from matplotlib.figure import Figure
 
 from jax_musicvae.attributes import melody_danceability, window_danceability
 from jax_musicvae.config import check_positive
-from jax_musicvae.data.loader import WindowSource
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
+from jax_musicvae.data.source import WindowSource
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
 logger = logging.getLogger(__name__)

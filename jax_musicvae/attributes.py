@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jax_musicvae.data.loader import WindowSource
 from jax_musicvae.data.representations import Representation
 from jax_musicvae.data.rhythm import estimate_danceability
+from jax_musicvae.data.source import WindowSource
 from jax_musicvae.data.types import SongRhythm
 
 if TYPE_CHECKING:

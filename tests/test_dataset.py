@@ -9,14 +9,13 @@ import pytest
 from helpers import MUSIC21_MIDI, make_songs, run_cli, scale_notes, write_midi_file
 
 from jax_musicvae.data.dataset import (
-    SPLITS,
     BuildError,
     BuildSettings,
     build_dataset,
     discover,
     split_songs,
 )
-from jax_musicvae.data.loader import load_manifest, load_songs
+from jax_musicvae.data.source import SPLITS, load_manifest, load_songs
 
 NO_DANCE = dict(danceability="none")
 

@@ -27,8 +27,8 @@ from helpers import (
 from jax_musicvae.attributes import ATTRIBUTE_FILE, AttributeVector
 from jax_musicvae.checkpoints import save_params_checkpoint
 from jax_musicvae.data import midi_io
-from jax_musicvae.data.loader import WindowSource
 from jax_musicvae.data.representations import Melody90
+from jax_musicvae.data.source import WindowSource
 from jax_musicvae.generate import (
     CheckpointMismatchError,
     GenerationError,

@@ -9,7 +9,8 @@ import pytest
 from helpers import make_songs
 
 from jax_musicvae.data.dataset import BuildSettings, build_dataset
-from jax_musicvae.data.loader import WindowSource, make_loader
+from jax_musicvae.data.loader import make_loader
+from jax_musicvae.data.source import WindowSource
 
 
 class Constant:

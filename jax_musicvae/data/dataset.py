@@ -47,6 +47,7 @@ import tqdm
 
 from jax_musicvae.data import midi_io, windows
 from jax_musicvae.data.representations import STEPS_PER_BAR, get_representation
+from jax_musicvae.data.source import SPLITS
 from jax_musicvae.data.types import SongInfo, SongRhythm
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 MIDI_SUFFIXES = (".mid", ".midi")
 FORMAT = "jax-musicvae-windows"
 FORMAT_VERSION = 1
