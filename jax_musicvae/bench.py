@@ -46,7 +46,7 @@ NOTES = {
     "torch-compile": "torch.compile(model); nn.LSTM/GRU stay eager (dynamo graph break)",
 }
 
-# Variants of a configs/ file, for the GRU and conditioned figures and the smoke test.
+# Variants of a jax_musicvae/configs/ file, for the GRU and conditioned figures and the smoke test.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bench_small_gru": ("bench_small", {"cell": "gru"}),
     "bench_small_cond": ("bench_small", {"conditioning": "decoder"}),
@@ -105,7 +105,7 @@ class BenchConfig:
 
 
 def resolve_config(name: str) -> BenchConfig:
-    """`configs/<name>.py` through the experiment loader, or a variant in VARIANTS."""
+    """`jax_musicvae/configs/<name>.py` through the experiment loader, or a variant in VARIANTS."""
     from jax_musicvae.experiment import load_config
 
     base, changes = VARIANTS.get(name, (name, {}))

@@ -1,6 +1,6 @@
 """The typed experiment configuration: model, loss, optimiser, sampling, data, training.
 
-Configs live in `configs/NAME.py` as `get_config() -> ExperimentConfig` (the
+Configs live in `jax_musicvae/configs/NAME.py` as `get_config() -> ExperimentConfig` (the
 JAX-ecosystem style). Every field can be overridden from the command line with
 `--set section.field=value`; a key that names no field is an error naming the key,
 so a typo cannot silently train the wrong model. The whole config is stored as JSON
@@ -24,7 +24,7 @@ from jax_musicvae.config import (
     replace_checked,
 )
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,12 +1,16 @@
 """Training schedules as plain functions of the step (framework-free).
 
-Both trainers evaluate these on the host in float64 and hand the result to their
-step function, so the Flax and torch trainers see the same numbers.
+Both trainers evaluate beta and the sampling probability on the host in float64
+and hand the result to their step function, so the Flax and torch trainers see
+the same numbers. The learning rate is evaluated on the host by the torch trainer
+and, from the same function, on the device inside the Flax optimiser
+(`steps.learning_rate_schedule`, float32).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from jax_musicvae.config import LossConfig, OptimConfig, SamplingConfig
 
@@ -36,7 +40,7 @@ def sampling_probability(step: int, sampling: SamplingConfig) -> float:
     return _sigmoid(step / k - math.log(k))
 
 
-def learning_rate(step: int, optim: OptimConfig) -> float:
-    """(lr0 - lr_min) * decay^step + lr_min."""
+def learning_rate(step: Any, optim: OptimConfig) -> Any:
+    """(lr0 - lr_min) * decay^step + lr_min, for a Python number or an array of steps."""
     span = optim.learning_rate - optim.min_learning_rate
     return span * optim.decay_rate**step + optim.min_learning_rate

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jax_musicvae import schedules
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
 from jax_musicvae.losses import elbo_loss
 from jax_musicvae.models import MusicVAE
@@ -66,12 +67,8 @@ def clip_or_zero(clip_norm: float, zero_norm: float) -> optax.GradientTransforma
 
 
 def learning_rate_schedule(optim: OptimConfig) -> optax.Schedule:
-    span = optim.learning_rate - optim.min_learning_rate
-
-    def schedule(count: jax.Array) -> jax.Array:
-        return span * optim.decay_rate ** count.astype(jnp.float32) + optim.min_learning_rate
-
-    return schedule
+    """`schedules.learning_rate` on the device (float32 step count)."""
+    return lambda count: schedules.learning_rate(count.astype(jnp.float32), optim)
 
 
 def make_optimizer(optim: OptimConfig) -> optax.GradientTransformation:

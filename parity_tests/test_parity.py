@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parity_tests import suite
+from jax_musicvae import parity as suite
 
 COMBINATIONS = suite.combinations()
 SMOKE = (

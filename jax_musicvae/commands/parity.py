@@ -54,7 +54,7 @@ def format_table(results: list) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from parity_tests import suite
+    from jax_musicvae import parity as suite
 
     devices = suite.available_devices() if args.device == "auto" else [args.device]
     combos = [c for c in suite.combinations() if not args.only or args.only in c.name]

@@ -1,4 +1,4 @@
-"""`musicvae train --config configs/NAME.py --data DIR --workdir DIR [--set k=v] [--resume]`."""
+"""`musicvae train --config NAME|PATH.py --data DIR --workdir DIR [--set k=v] [--resume]`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "there (plus any --set) unless --config is given."
         ),
     )
-    p.add_argument("--config", help="configs/NAME.py, or a NAME in configs/")
+    p.add_argument("--config", help="a config file, or the NAME of one in jax_musicvae/configs/")
     p.add_argument("--data", required=True, help="dataset folder (musicvae data build --out)")
     p.add_argument("--workdir", required=True, help="checkpoints, logs and figures go here")
     p.add_argument(
