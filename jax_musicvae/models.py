@@ -68,31 +68,31 @@ class Encoder(nn.Module):
     config: ModelConfig
 
     def setup(self) -> None:
-        c = self.config
+        cfg = self.config
         self.rnn = rnn.StackWeights(
-            c.input_depth, c.encoder_hidden, c.encoder_layers, c.cell, bidirectional=True
+            cfg.input_depth, cfg.encoder_hidden, cfg.encoder_layers, cfg.cell, bidirectional=True
         )
-        self.mu = DenseWeights(c.head_input_size, c.encoded_size)
-        self.sigma = DenseWeights(c.head_input_size, c.encoded_size)
+        self.mu = DenseWeights(cfg.head_input_size, cfg.encoded_size)
+        self.sigma = DenseWeights(cfg.head_input_size, cfg.encoded_size)
 
     def __call__(
         self, tokens: jax.Array, condition: jax.Array | None, deterministic: bool
     ) -> tuple[jax.Array, jax.Array]:
-        c = self.config
-        dtype = jnp.dtype(c.compute_dtype)
-        key = None if deterministic or c.dropout == 0.0 else self.make_rng("dropout")
-        x = jax.nn.one_hot(tokens, c.input_depth, dtype=jnp.float32)
+        cfg = self.config
+        dtype = jnp.dtype(cfg.compute_dtype)
+        key = None if deterministic or cfg.dropout == 0.0 else self.make_rng("dropout")
+        x = jax.nn.one_hot(tokens, cfg.input_depth, dtype=jnp.float32)
         h_fwd, h_bwd = rnn.run_bidirectional_stack(
-            c.cell, self.rnn(), x, c.encoder_hidden, dtype, c.dropout, key
+            cfg.cell, self.rnn(), x, cfg.encoder_hidden, dtype, cfg.dropout, key
         )
         h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
-        if c.conditioning == "encoder":
+        if cfg.conditioning == "encoder":
             h = jnp.concatenate([h, condition[:, None]], axis=-1)
         mu = dense(self.mu(), h, dtype)
         sigma = jax.nn.softplus(dense(self.sigma(), h, dtype))
-        if c.conditioning == "latent":
+        if cfg.conditioning == "latent":
             mu = jnp.concatenate([mu, condition[:, None]], axis=-1)
-            fixed = jnp.full((h.shape[0], 1), c.latent_condition_sigma, jnp.float32)
+            fixed = jnp.full((h.shape[0], 1), cfg.latent_condition_sigma, jnp.float32)
             sigma = jnp.concatenate([sigma, fixed], axis=-1)
         return mu, sigma
 
@@ -103,23 +103,23 @@ class Decoder(nn.Module):
     config: ModelConfig
 
     def setup(self) -> None:
-        c = self.config
-        depth, hidden, layers = c.input_depth, c.decoder_hidden, c.decoder_layers
-        state_size = layers * rnn.carry_size(c.cell) * hidden
-        code = c.decoder_latent_size
-        if c.wiring == "original":
-            self.conductor = rnn.StackWeights(code, hidden, layers, c.cell)
-            self.conductor_embeddings = DenseWeights(hidden, c.latent_size)
-            core_input = depth + c.latent_size
-        elif c.hierarchical:
-            self.conductor = rnn.StackWeights(1, hidden, layers, c.cell)
+        cfg = self.config
+        depth, hidden, layers = cfg.input_depth, cfg.decoder_hidden, cfg.decoder_layers
+        state_size = layers * rnn.carry_size(cfg.cell) * hidden
+        code = cfg.decoder_latent_size
+        if cfg.wiring == "original":
+            self.conductor = rnn.StackWeights(code, hidden, layers, cfg.cell)
+            self.conductor_embeddings = DenseWeights(hidden, cfg.latent_size)
+            core_input = depth + cfg.latent_size
+        elif cfg.hierarchical:
+            self.conductor = rnn.StackWeights(1, hidden, layers, cfg.cell)
             self.conductor_initial_state = DenseWeights(code, state_size)
             self.core_initial_state = DenseWeights(hidden, state_size)
             core_input = depth + hidden
         else:
             self.core_initial_state = DenseWeights(code, state_size)
             core_input = depth + code
-        self.core = rnn.StackWeights(core_input, hidden, layers, c.cell)
+        self.core = rnn.StackWeights(core_input, hidden, layers, cfg.cell)
         self.out = DenseWeights(hidden, depth)
 
     @property
@@ -135,30 +135,30 @@ class Decoder(nn.Module):
         self, z_dec: jax.Array, dropout_key: jax.Array | None
     ) -> tuple[jax.Array, list[rnn.Carry]]:
         """Per-bar embedding [B, U, E] and core initial carries (arrays [B, U, H])."""
-        c = self.config
-        batch, bars, hidden = z_dec.shape[0], c.num_bars, c.decoder_hidden
-        if c.wiring == "original":
+        cfg = self.config
+        batch, bars, hidden = z_dec.shape[0], cfg.num_bars, cfg.decoder_hidden
+        if cfg.wiring == "original":
             inputs = jnp.broadcast_to(z_dec[:, None, :], (batch, bars, z_dec.shape[-1]))
-            zeros = [rnn.zero_carry(c.cell, batch, hidden)] * c.decoder_layers
+            zeros = [rnn.zero_carry(cfg.cell, batch, hidden)] * cfg.decoder_layers
             _, top = rnn.run_stack(
-                c.cell, self.conductor(), inputs, zeros, self._dtype, c.dropout, dropout_key
+                cfg.cell, self.conductor(), inputs, zeros, self._dtype, cfg.dropout, dropout_key
             )
             context = jnp.tanh(dense(self.conductor_embeddings(), top, self._dtype))
             core_init = [
-                rnn.zero_carry(c.cell, batch * bars, hidden) for _ in range(c.decoder_layers)
+                rnn.zero_carry(cfg.cell, batch * bars, hidden) for _ in range(cfg.decoder_layers)
             ]
             return context, [tuple(a.reshape(batch, bars, hidden) for a in cr) for cr in core_init]
-        if c.hierarchical:
+        if cfg.hierarchical:
             initial = jnp.tanh(dense(self.conductor_initial_state(), z_dec, self._dtype))
-            carries = rnn.carries_from_vector(c.cell, initial, c.decoder_layers, hidden)
+            carries = rnn.carries_from_vector(cfg.cell, initial, cfg.decoder_layers, hidden)
             inputs = jnp.zeros((batch, bars, 1), jnp.float32)
             _, context = rnn.run_stack(
-                c.cell, self.conductor(), inputs, carries, self._dtype, c.dropout, dropout_key
+                cfg.cell, self.conductor(), inputs, carries, self._dtype, cfg.dropout, dropout_key
             )
         else:
             context = z_dec[:, None, :]
         core_state = jnp.tanh(dense(self.core_initial_state(), context, self._dtype))
-        return context, rnn.carries_from_vector(c.cell, core_state, c.decoder_layers, hidden)
+        return context, rnn.carries_from_vector(cfg.cell, core_state, cfg.decoder_layers, hidden)
 
     def core_input(
         self, stack: list[dict[str, Params]], context: jax.Array
@@ -185,13 +185,15 @@ class Decoder(nn.Module):
 
         `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input.
         """
-        c = self.config
+        cfg = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
         context, core_init = self.bar_context(z_dec, conductor_key)
-        batch, bars = tokens.shape[0], c.num_bars
+        batch, bars = tokens.shape[0], cfg.num_bars
         # Time-major [S, B*U, .] from the narrow one-hots on, so no wide array is transposed.
-        previous = jnp.swapaxes(_to_bars(previous_token_inputs(tokens, c.input_depth), bars), 0, 1)
+        previous = jnp.swapaxes(
+            _to_bars(previous_token_inputs(tokens, cfg.input_depth), bars), 0, 1
+        )
         if token_keep is not None:
             previous = previous * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
         stack = self.core()
@@ -199,18 +201,18 @@ class Decoder(nn.Module):
         x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[None]
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
         _, top = rnn.run_stack(
-            c.cell,
+            cfg.cell,
             stack,
             x_proj,
             carries,
             self._dtype,
-            c.dropout,
+            cfg.dropout,
             core_key,
             projected=True,
             time_major=True,
         )
         logits = jnp.swapaxes(dense(self.out(), top, self._dtype), 0, 1)
-        return logits.reshape(batch, c.sequence_length, c.input_depth)
+        return logits.reshape(batch, cfg.sequence_length, cfg.input_depth)
 
     def scheduled(
         self,
@@ -227,14 +229,19 @@ class Decoder(nn.Module):
 
         `token_keep` [B, T] zeroes the fed input (truth or sample) where it is 0.
         """
-        c = self.config
+        cfg = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
         context, core_init = self.bar_context(z_dec, conductor_key)
-        batch, bars, steps, depth = tokens.shape[0], c.num_bars, c.steps_per_bar, c.input_depth
+        batch, bars, steps, depth = (
+            tokens.shape[0],
+            cfg.num_bars,
+            cfg.steps_per_bar,
+            cfg.input_depth,
+        )
         rows = batch * bars
         truth = _to_bars(previous_token_inputs(tokens, depth), bars)
-        not_bar_start = (jnp.arange(c.sequence_length) % steps) != 0
+        not_bar_start = (jnp.arange(cfg.sequence_length) % steps) != 0
         fed_back = (choose_noise < sampling_probability) & not_bar_start[None, :]
         carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
         stack, out = self.core(), self.out()
@@ -255,12 +262,12 @@ class Decoder(nn.Module):
             previous = jnp.where(feed_t[:, None], sampled_prev, truth_t) * keep_t[:, None]
             step_key = None if core_key is None else jax.random.fold_in(core_key, s)
             carries, top = rnn.stack_step(
-                c.cell,
+                cfg.cell,
                 stack,
                 rnn.matmul(previous, w_token, self._dtype) + context_proj,
                 carries,
                 self._dtype,
-                c.dropout,
+                cfg.dropout,
                 step_key,
                 projected=True,
             )
@@ -271,8 +278,8 @@ class Decoder(nn.Module):
         initial = (carries, jnp.zeros((rows, depth), jnp.float32))
         _, (logits, sampled) = jax.lax.scan(step, initial, time_major)
         return {
-            "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, c.sequence_length, depth),
-            "sampled": jnp.swapaxes(sampled, 0, 1).reshape(batch, c.sequence_length),
+            "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, cfg.sequence_length, depth),
+            "sampled": jnp.swapaxes(sampled, 0, 1).reshape(batch, cfg.sequence_length),
             "fed_back": fed_back,
         }
 
@@ -280,8 +287,8 @@ class Decoder(nn.Module):
         self, z_dec: jax.Array, gumbel: jax.Array | None, temperature: float
     ) -> dict[str, jax.Array]:
         """Free-running decoding; bar u starts from the last token of bar u-1."""
-        c = self.config
-        batch, bars, steps, depth = z_dec.shape[0], c.num_bars, c.steps_per_bar, c.input_depth
+        cfg = self.config
+        batch, bars, steps, depth = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         context, core_init = self.bar_context(z_dec, None)
         stack, out = self.core(), self.out()
         w_token, context_proj = self.core_input(stack, context)
@@ -304,7 +311,7 @@ class Decoder(nn.Module):
                 # The one-hot times W_ih is a row lookup; index `depth` reads the zero start.
                 x_proj = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
                 carries, top = rnn.stack_step(
-                    c.cell, stack, x_proj + context_proj_u, carries, self._dtype, projected=True
+                    cfg.cell, stack, x_proj + context_proj_u, carries, self._dtype, projected=True
                 )
                 logits = dense(out, top, self._dtype)
                 token = jnp.argmax(logits * scale + noise_t, -1)
@@ -327,11 +334,11 @@ class MusicVAE(nn.Module):
     config: ModelConfig
 
     def setup(self) -> None:
-        c = self.config
-        self.encoder = Encoder(c)
-        if c.wiring == "original":
-            self.z_embedding = DenseWeights(c.noise_size, c.encoded_size)
-        self.decoder = Decoder(c)
+        cfg = self.config
+        self.encoder = Encoder(cfg)
+        if cfg.wiring == "original":
+            self.z_embedding = DenseWeights(cfg.noise_size, cfg.encoded_size)
+        self.decoder = Decoder(cfg)
 
     def _check_condition(self, condition: jax.Array | None, batch: int) -> None:
         if self.config.uses_condition:
@@ -343,15 +350,15 @@ class MusicVAE(nn.Module):
             check_shape("condition", condition, (batch,))
 
     def _check_tokens(self, tokens: jax.Array) -> None:
-        c = self.config
-        check_shape("tokens", tokens, (None, c.sequence_length))
+        cfg = self.config
+        check_shape("tokens", tokens, (None, cfg.sequence_length))
         if not jnp.issubdtype(jnp.asarray(tokens).dtype, jnp.integer):
             raise ValueError(f"tokens must be integers, got {jnp.asarray(tokens).dtype}")
         if not isinstance(tokens, jax.core.Tracer):
             low, high = int(jnp.min(tokens)), int(jnp.max(tokens))
-            if low < 0 or high >= c.input_depth:
+            if low < 0 or high >= cfg.input_depth:
                 raise ValueError(
-                    f"tokens must lie in [0, {c.input_depth}), found values in [{low}, {high}]"
+                    f"tokens must lie in [0, {cfg.input_depth}), found values in [{low}, {high}]"
                 )
 
     def encode(
@@ -364,13 +371,13 @@ class MusicVAE(nn.Module):
 
     def decoder_code(self, z: jax.Array, condition: jax.Array | None = None) -> jax.Array:
         """What the decoder is fed: z_embedding (original wiring) and c for `decoder`."""
-        c = self.config
-        check_shape("z", z, (None, c.noise_size))
+        cfg = self.config
+        check_shape("z", z, (None, cfg.noise_size))
         self._check_condition(condition, z.shape[0])
         code = z
-        if c.wiring == "original":
-            code = jnp.tanh(dense(self.z_embedding(), z, jnp.dtype(c.compute_dtype)))
-        if c.conditioning == "decoder":
+        if cfg.wiring == "original":
+            code = jnp.tanh(dense(self.z_embedding(), z, jnp.dtype(cfg.compute_dtype)))
+        if cfg.conditioning == "decoder":
             code = jnp.concatenate([code, condition[:, None]], axis=-1)
         return code
 
@@ -392,24 +399,24 @@ class MusicVAE(nn.Module):
         scheduled sampling with probability `sampling_probability` (which may be traced).
         `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         """
-        c = self.config
+        cfg = self.config
         mu, sigma = self.encode(tokens, condition, deterministic)
         batch = tokens.shape[0]
         if eps is None:
             eps = jnp.zeros_like(mu)
-        check_shape("eps", eps, (batch, c.noise_size))
+        check_shape("eps", eps, (batch, cfg.noise_size))
         z = mu + sigma * eps
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
         if token_keep is not None:
-            check_shape("token_keep", token_keep, (batch, c.sequence_length))
+            check_shape("token_keep", token_keep, (batch, cfg.sequence_length))
         if choose_noise is None:
             result["logits"] = self.decoder.teacher_forced(tokens, z_dec, deterministic, token_keep)
             return result
         if gumbel is None:
             raise ValueError("scheduled sampling needs both choose_noise and gumbel")
-        check_shape("choose_noise", choose_noise, (batch, c.sequence_length))
-        check_shape("gumbel", gumbel, (batch, c.sequence_length, c.input_depth))
+        check_shape("choose_noise", choose_noise, (batch, cfg.sequence_length))
+        check_shape("gumbel", gumbel, (batch, cfg.sequence_length, cfg.input_depth))
         result.update(
             self.decoder.scheduled(
                 tokens,
@@ -432,10 +439,10 @@ class MusicVAE(nn.Module):
         gumbel: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Free-running tokens [B, T] from z [B, noise_size]; argmax without gumbel noise."""
-        c = self.config
+        cfg = self.config
         z_dec = self.decoder_code(z, condition)
         if gumbel is not None:
-            check_shape("gumbel", gumbel, (z.shape[0], c.sequence_length, c.input_depth))
+            check_shape("gumbel", gumbel, (z.shape[0], cfg.sequence_length, cfg.input_depth))
         return self.decoder.generate(z_dec, gumbel, temperature)
 
 

@@ -352,7 +352,7 @@ def test_teacher_forcing_equals_scheduled_sampling_at_p0(cell, wiring):
     x = make_inputs(model.cfg)
     with torch.no_grad():
         tf = model(x["tokens"], x["condition"], eps=x["eps"])
-        logits, _, fed = model.decoder.scheduled_sampling(
+        logits, _, fed = model.decoder.scheduled(
             x["tokens"], tf["z_dec"], 0.0, x["choose_noise"], x["gumbel"]
         )
         tiny_p = model(
@@ -404,7 +404,7 @@ def test_scheduled_sampling_feeds_back_previous_sample(cell, wiring, p):
     )
     assert not torch.equal(fed_input, x["tokens"])
     with torch.no_grad():
-        replay = model.decoder.teacher_forcing(fed_input, out["z_dec"])
+        replay = model.decoder.teacher_forced(fed_input, out["z_dec"])
     torch.testing.assert_close(out["logits"], replay, rtol=1e-5, atol=1e-6)
 
 
@@ -441,7 +441,7 @@ def test_generation_is_consistent_with_teacher_forcing(cell, wiring, num_bars):
     assert torch.equal(first["tokens"], first["logits"].argmax(-1))
     with torch.no_grad():
         z_dec = model.decoder_code(z, x["condition"])
-        replay = model.decoder.teacher_forcing(first["tokens"], z_dec)
+        replay = model.decoder.teacher_forced(first["tokens"], z_dec)
     torch.testing.assert_close(first["logits"], replay, rtol=1e-5, atol=1e-6)
     assert torch.equal(replay.argmax(-1), first["tokens"])
 
@@ -450,7 +450,7 @@ def test_generation_is_consistent_with_teacher_forcing(cell, wiring, num_bars):
     assert torch.equal(sampled["tokens"], expected)
     assert not torch.equal(sampled["tokens"], first["tokens"])
     with torch.no_grad():
-        replay = model.decoder.teacher_forcing(sampled["tokens"], z_dec)
+        replay = model.decoder.teacher_forced(sampled["tokens"], z_dec)
     torch.testing.assert_close(sampled["logits"], replay, rtol=1e-5, atol=1e-6)
     # Any batch size, and examples are decoded independently.
     single = model.generate(z[1:2], x["condition"][1:2])

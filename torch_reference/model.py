@@ -149,7 +149,7 @@ class Decoder(nn.Module):
         cfg = self.cfg
         return _split_state(module(x), cfg.cell, cfg.decoder_layers, cfg.decoder_hidden)
 
-    def bar_embeddings(self, z_dec: Tensor) -> Tensor:
+    def bar_context(self, z_dec: Tensor) -> Tensor:
         """[B, Lz] -> [B, U, E]: what every step of bar u is conditioned on."""
         cfg = self.cfg
         B, U = z_dec.shape[0], cfg.num_bars
@@ -173,7 +173,7 @@ class Decoder(nn.Module):
         one_hot = F.one_hot(tokens, self.cfg.input_depth).to(dtype)
         return F.pad(one_hot, (0, 0, 1, 0))[:, :-1]
 
-    def teacher_forcing(
+    def teacher_forced(
         self, tokens: Tensor, z_dec: Tensor, token_keep: Tensor | None = None
     ) -> Tensor:
         """Logits [B, T, D] with the ground truth as previous token (one RNN call).
@@ -182,7 +182,7 @@ class Decoder(nn.Module):
         """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
-        e = self.bar_embeddings(z_dec)  # [B, U, E]
+        e = self.bar_context(z_dec)  # [B, U, E]
         prev = self._previous_one_hot(tokens, z_dec.dtype)
         if token_keep is not None:
             prev = prev * token_keep[:, :, None]
@@ -192,7 +192,7 @@ class Decoder(nn.Module):
         out, _ = self.rnn(x.reshape(B * U, S, -1), self._core_state(e_flat))
         return self.out(out).reshape(B, U * S, D)
 
-    def scheduled_sampling(
+    def scheduled(
         self,
         tokens: Tensor,
         z_dec: Tensor,
@@ -210,7 +210,7 @@ class Decoder(nn.Module):
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         N = B * U
-        e = self.bar_embeddings(z_dec).reshape(N, -1)
+        e = self.bar_context(z_dec).reshape(N, -1)
         truth = self._previous_one_hot(tokens, z_dec.dtype).reshape(N, S, D)
         step_in_bar = torch.arange(S, device=tokens.device)
         fed_back = (choose_noise.reshape(N, S) < sampling_probability) & (step_in_bar >= 1)
@@ -241,7 +241,7 @@ class Decoder(nn.Module):
         """Free-running decoding one step at a time; bar u starts from bar u-1's last token."""
         cfg = self.cfg
         B, U, S, D = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
-        e = self.bar_embeddings(z_dec)
+        e = self.bar_context(z_dec)
         prev = z_dec.new_zeros(B, D)
         logits, tokens = [], []
         for u in range(U):
@@ -366,7 +366,7 @@ class MusicVAE(nn.Module):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"sampling_probability must be in [0, 1]; got {p}")
         if p == 0.0:
-            result["logits"] = self.decoder.teacher_forcing(tokens, z_dec, token_keep)
+            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, token_keep)
             return result
         if choose_noise is None or gumbel is None:
             raise ValueError(
@@ -377,7 +377,7 @@ class MusicVAE(nn.Module):
         gumbel = _check_float("gumbel", gumbel, (B, T, D), f"[B={B}, T={T}, D={D}]")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
-        logits, sampled, fed_back = self.decoder.scheduled_sampling(
+        logits, sampled, fed_back = self.decoder.scheduled(
             tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature, token_keep
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
