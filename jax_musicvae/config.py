@@ -16,6 +16,7 @@ Conditioning = Literal["none", "encoder", "latent", "decoder"]
 Wiring = Literal["original", "magenta"]
 ReconLoss = Literal["categorical", "bernoulli"]
 SamplingSchedule = Literal["teacher_forcing", "constant", "exponential", "inverse_sigmoid"]
+RnnGradient = Literal["custom", "autodiff"]
 
 CELLS = ("lstm", "gru")
 CONDITIONINGS = ("none", "encoder", "latent", "decoder")
@@ -23,6 +24,7 @@ WIRINGS = ("original", "magenta")
 RECON_LOSSES = ("categorical", "bernoulli")
 SAMPLING_SCHEDULES = ("teacher_forcing", "constant", "exponential", "inverse_sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+RNN_GRADIENTS = ("custom", "autodiff")
 
 
 class ConfigError(ValueError):
@@ -63,12 +65,18 @@ class ModelConfig:
     latent_condition_sigma: float = 0.0
     wiring: Wiring = "magenta"
     compute_dtype: str = "float32"
+    # Flax-side execution switches (the torch reference ignores them): the
+    # recurrence's hand-written gradient or XLA's autodiff of the scan, and the
+    # opt-in cuDNN LSTM for the encoder on GPUs (docs/benchmarks.md).
+    rnn_gradient: RnnGradient = "custom"
+    cudnn_encoder: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("conditioning", self.conditioning, CONDITIONINGS)
         _check_choice("wiring", self.wiring, WIRINGS)
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        _check_choice("rnn_gradient", self.rnn_gradient, RNN_GRADIENTS)
         for name in (
             "encoder_hidden",
             "encoder_layers",

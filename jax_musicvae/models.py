@@ -83,7 +83,15 @@ class Encoder(nn.Module):
         key = None if deterministic or cfg.dropout == 0.0 else self.make_rng("dropout")
         x = jax.nn.one_hot(tokens, cfg.input_depth, dtype=jnp.float32)
         h_fwd, h_bwd = rnn.run_bidirectional_stack(
-            cfg.cell, self.rnn(), x, cfg.encoder_hidden, dtype, cfg.dropout, key
+            cfg.cell,
+            self.rnn(),
+            x,
+            cfg.encoder_hidden,
+            dtype,
+            cfg.dropout,
+            key,
+            gradient=cfg.rnn_gradient,
+            cudnn=cfg.cudnn_encoder,
         )
         h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
         if cfg.conditioning == "encoder":
@@ -141,7 +149,14 @@ class Decoder(nn.Module):
             inputs = jnp.broadcast_to(z_dec[:, None, :], (batch, bars, z_dec.shape[-1]))
             zeros = [rnn.zero_carry(cfg.cell, batch, hidden)] * cfg.decoder_layers
             _, top = rnn.run_stack(
-                cfg.cell, self.conductor(), inputs, zeros, self._dtype, cfg.dropout, dropout_key
+                cfg.cell,
+                self.conductor(),
+                inputs,
+                zeros,
+                self._dtype,
+                cfg.dropout,
+                dropout_key,
+                gradient=cfg.rnn_gradient,
             )
             context = jnp.tanh(dense(self.conductor_embeddings(), top, self._dtype))
             core_init = [
@@ -153,7 +168,14 @@ class Decoder(nn.Module):
             carries = rnn.carries_from_vector(cfg.cell, initial, cfg.decoder_layers, hidden)
             inputs = jnp.zeros((batch, bars, 1), jnp.float32)
             _, context = rnn.run_stack(
-                cfg.cell, self.conductor(), inputs, carries, self._dtype, cfg.dropout, dropout_key
+                cfg.cell,
+                self.conductor(),
+                inputs,
+                carries,
+                self._dtype,
+                cfg.dropout,
+                dropout_key,
+                gradient=cfg.rnn_gradient,
             )
         else:
             context = z_dec[:, None, :]
@@ -210,6 +232,7 @@ class Decoder(nn.Module):
             core_key,
             projected=True,
             time_major=True,
+            gradient=cfg.rnn_gradient,
         )
         logits = jnp.swapaxes(dense(self.out(), top, self._dtype), 0, 1)
         return logits.reshape(batch, cfg.sequence_length, cfg.input_depth)

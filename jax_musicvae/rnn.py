@@ -16,7 +16,6 @@ A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -269,8 +268,8 @@ recurrence.__doc__ = """_scan_recurrence with a hand-written gradient (docs/benc
 
 XLA's autodiff of the scan adds h_{t-1}^T dgates_t into dW_hh at every step
 and keeps its own residual set; here the backward loop runs only dh/dc and
-dW_hh is one [H, T*B] x [T*B, G*H] contraction after it. MUSICVAE_RNN_GRAD=autodiff
-differentiates the scan instead (kept for A/B benchmarks and tests).
+dW_hh is one [H, T*B] x [T*B, G*H] contraction after it. `gradient="autodiff"`
+(`model.rnn_gradient`) differentiates the scan instead (for A/B benchmarks and tests).
 """
 
 
@@ -281,9 +280,10 @@ def time_loop(
     b_hh: jax.Array,
     x_proj: jax.Array,
     carry: Carry,
+    gradient: str = "custom",
 ) -> tuple[Carry, jax.Array]:
     """The recurrence used by the teacher-forced paths (see `recurrence`)."""
-    if os.environ.get("MUSICVAE_RNN_GRAD", "custom") == "autodiff":
+    if gradient == "autodiff":
         return _scan_recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
     return recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
 
@@ -295,6 +295,7 @@ def run_layer(
     carry: Carry,
     dtype: jnp.dtype,
     projected: bool = False,
+    gradient: str = "custom",
 ) -> tuple[Carry, jax.Array]:
     """Run one layer over time-major xs [T, B, in]; returns (final carry, outputs [T, B, H]).
 
@@ -308,6 +309,7 @@ def run_layer(
         p["b_hh"][None],
         x_proj[:, None],
         tuple(a[None] for a in carry),
+        gradient,
     )
     return tuple(a[0] for a in carry), ys[:, 0]
 
@@ -337,6 +339,7 @@ def run_stack(
     dropout_key: jax.Array | None = None,
     projected: bool = False,
     time_major: bool = False,
+    gradient: str = "custom",
 ) -> tuple[list[Carry], jax.Array]:
     """A unidirectional stack over a whole sequence, layer by layer.
 
@@ -350,7 +353,13 @@ def run_stack(
     for k, layer in enumerate(stack):
         xs = layer_input(xs, k, dropout_rate, dropout_key)
         carry, xs = run_layer(
-            cell, layer["uni"], xs, carries[k], dtype, projected=projected and k == 0
+            cell,
+            layer["uni"],
+            xs,
+            carries[k],
+            dtype,
+            projected=projected and k == 0,
+            gradient=gradient,
         )
         finals.append(carry)
     return finals, xs if time_major else jnp.swapaxes(xs, 0, 1)
@@ -362,6 +371,7 @@ def run_bidirectional_layer(
     xs: jax.Array,
     hidden: int,
     dtype: jnp.dtype,
+    gradient: str = "custom",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Both directions of one layer in a single scan over time-major xs [T, B, in].
 
@@ -386,7 +396,7 @@ def run_bidirectional_layer(
     )
     proj = jnp.swapaxes(proj.reshape(2, steps, batch, -1), 0, 1)  # [T, 2, B, G*H]
     carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
-    carry, ys = time_loop(cell, dtype, w["w_hh"], w["b_hh"], proj, carry)  # ys [T, 2, B, H]
+    carry, ys = time_loop(cell, dtype, w["w_hh"], w["b_hh"], proj, carry, gradient)  # [T,2,B,H]
     outputs = jnp.concatenate([ys[:, 0], jnp.flip(ys[:, 1], axis=0)], axis=-1)
     return carry[0][0], carry[0][1], outputs
 
@@ -395,17 +405,15 @@ def cudnn_lstm_usable(cell: str, dtype: jnp.dtype, dropout_key: jax.Array | None
     """Whether jax.experimental.rnn's cuDNN LSTM can replace the scan.
 
     It exists on NVIDIA/AMD GPUs only, for LSTMs in float32, and its dropout mask
-    cannot be reproduced, so training with dropout keeps the scan. Opt-in with
-    MUSICVAE_CUDNN_LSTM=1: it has not yet been run against the parity suite on a
-    GPU (only its weight packing is checked, on CPU). Read at trace time, like
-    MUSICVAE_RNN_GRAD: set it before the first call.
+    cannot be reproduced, so training with dropout keeps the scan. Opt-in
+    (`model.cudnn_encoder`): it has not yet been run against the parity suite on a
+    GPU (only its weight packing is checked, on CPU).
     """
     return (
         cell == "lstm"
         and jnp.dtype(dtype) == jnp.float32
         and dropout_key is None
         and jax.default_backend() == "gpu"
-        and os.environ.get("MUSICVAE_CUDNN_LSTM", "0") == "1"
     )
 
 
@@ -456,15 +464,20 @@ def run_bidirectional_stack(
     dtype: jnp.dtype,
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
+    gradient: str = "custom",
+    cudnn: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd)."""
-    if cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
+    """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd).
+
+    With `cudnn`, one cuDNN call where `cudnn_lstm_usable` allows it.
+    """
+    if cudnn and cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
         return run_bidirectional_stack_cudnn(stack, xs, hidden)
     h_fwd = h_bwd = None
     xs = jnp.swapaxes(xs, 0, 1)
     for k, layer in enumerate(stack):
         xs = layer_input(xs, k, dropout_rate, dropout_key)
-        h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype)
+        h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype, gradient)
     return h_fwd, h_bwd
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,16 +75,16 @@ def test_bfloat16_matmuls_stay_close_to_float32() -> None:
         assert float(jnp.max(jnp.abs(lo - ref))) <= 5e-2 * scale
 
 
-def test_autodiff_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MUSICVAE_RNN_GRAD=autodiff swaps the gradient, not the numbers."""
+def test_autodiff_switch() -> None:
+    """gradient="autodiff" (model.rnn_gradient) swaps the gradient, not the numbers."""
     args, output_weights = _problem("gru", 1, seed=3)
 
-    def grads():
-        return _gradients(lambda *a: rnn.time_loop(*a), "gru", jnp.float32, args, output_weights)
+    def grads(gradient):
+        loop = functools.partial(rnn.time_loop, gradient=gradient)
+        return _gradients(loop, "gru", jnp.float32, args, output_weights)
 
-    custom = grads()
-    monkeypatch.setenv("MUSICVAE_RNN_GRAD", "autodiff")
-    plain = grads()
+    custom = grads("custom")
+    plain = grads("autodiff")
     expected = _gradients(rnn._scan_recurrence, "gru", jnp.float32, args, output_weights)
     for p, e, c in zip(
         jax.tree.leaves(plain), jax.tree.leaves(expected), jax.tree.leaves(custom), strict=True
