@@ -32,7 +32,7 @@ from jax_musicvae import checkpoints as ckpt
 from jax_musicvae import schedules
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.loader import make_loader
-from jax_musicvae.data.source import load_manifest
+from jax_musicvae.data.source import WindowSource, load_manifest
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
 from jax_musicvae.models import MusicVAE, init_params
@@ -243,11 +243,8 @@ def gather_loader_states(state: bytes) -> list[str]:
 
 def most_frequent_token(data_dir: Path, split: str, depth: int) -> int:
     """The most frequent token of a split (of the training split, for the baseline)."""
-    from jax_musicvae.data.source import WindowSource
-
-    return int(
-        np.argmax(np.bincount(WindowSource(data_dir, split).tokens.ravel(), minlength=depth))
-    )
+    counts = np.bincount(WindowSource(data_dir, split).tokens.ravel(), minlength=depth)
+    return int(np.argmax(counts))
 
 
 class _Loaders:
