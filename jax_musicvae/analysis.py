@@ -208,15 +208,15 @@ def held_out_windows(
     model: TrainedModel, data: str | Path, settings: AnalysisSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """A fixed random sample (`settings.seed`) of at most `max_windows` windows of the
-    split, drawn from all of its songs, and their danceability [N]."""
+    split, drawn from all of its songs, in random order, and their danceability [N]."""
     source = WindowSource(data, settings.split)
     check_dataset(model, data, source)
     if len(source) == 0:
         raise GenerationError(f"{data}: split {settings.split!r} has no windows")
+    # Random order, not sorted: neighbours in a split are overlapping windows of one
+    # song, and "mu shuffled" pairs each window with the next one of the sample.
     rng = np.random.default_rng(settings.seed)
-    index = np.arange(len(source))
-    if len(index) > settings.max_windows:
-        index = np.sort(rng.choice(index, settings.max_windows, replace=False))
+    index = rng.permutation(len(source))[: settings.max_windows]
     windows = np.asarray(source.tokens[index], np.int32)
     danceability = window_danceability(windows, source.condition[index], model.representation)
     return windows, danceability
