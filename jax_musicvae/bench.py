@@ -498,7 +498,7 @@ def run_benchmark(
     """Every config x mode x batch; on CPU, and on GPU too when one is present (gpu=None)."""
     import torch
 
-    from jax_musicvae.convert import flax_to_torch
+    from jax_musicvae.conversion.parameters import flax_to_torch
     from jax_musicvae.models import init_params
 
     torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))

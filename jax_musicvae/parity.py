@@ -22,7 +22,7 @@ from flax import traverse_util
 
 from jax_musicvae import schedules, steps
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
-from jax_musicvae.convert import flax_to_torch, torch_key, torch_to_flax
+from jax_musicvae.conversion.parameters import flax_to_torch, torch_key, torch_to_flax
 from jax_musicvae.losses import elbo_loss
 from jax_musicvae.models import MusicVAE
 from torch_reference import loss as torch_loss

@@ -27,12 +27,13 @@ from original_checkpoints import ORIGINAL_CLASSES, original_table
 from safetensors.numpy import load_file
 from torch import nn
 
-from jax_musicvae import checkpoints, conversion
+from jax_musicvae import checkpoints
 from jax_musicvae.commands import convert as convert_command
 from jax_musicvae.config import ModelConfig
-from jax_musicvae.convert import ConversionError, flax_to_torch
-from jax_musicvae.torch_checkpoints import (
-    CheckpointError,
+from jax_musicvae.conversion import pipeline as conversion
+from jax_musicvae.conversion.parameters import ConversionError, flax_to_torch
+from jax_musicvae.conversion.torch_files import (
+    TorchFileError,
     UnsafePickleError,
     load_torch_checkpoint,
     restricted_load,
@@ -283,7 +284,7 @@ def test_truncated_tensor_record_in_module_pickle(pickled_module, tmp_path):
         for item in original.infolist():
             data = original.read(item)
             copy.writestr(item, data[:5] if item.filename.endswith("data/0") else data)
-    with pytest.raises(CheckpointError, match=r"data/0 holds 5 bytes, \d+ expected \(truncated"):
+    with pytest.raises(TorchFileError, match=r"data/0 holds 5 bytes, \d+ expected \(truncated"):
         load_torch_checkpoint(damaged)
 
 
@@ -350,7 +351,7 @@ def test_truncated_file(tmp_path, capsys):
 def test_wrong_kind_of_file(tmp_path, content, message):
     src = tmp_path / "model.pt"
     src.write_bytes(content)
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(TorchFileError, match=message):
         conversion.read_source(src)
 
 
@@ -358,10 +359,10 @@ def test_other_zip_and_trainer_states_as_source(pickled_module, tmp_path):
     other = tmp_path / "other.zip"
     with zipfile.ZipFile(other, "w") as archive:
         archive.writestr("readme.txt", "hi")
-    with pytest.raises(CheckpointError, match="no data.pkl"):
+    with pytest.raises(TorchFileError, match="no data.pkl"):
         conversion.read_source(other)
     folder, _ = pickled_module
-    with pytest.raises(CheckpointError, match="holds no model weights"):
+    with pytest.raises(TorchFileError, match="holds no model weights"):
         conversion.read_source(folder / "trainer_states.pt")
 
 

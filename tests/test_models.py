@@ -14,7 +14,12 @@ import pytest
 
 from jax_musicvae import steps
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
-from jax_musicvae.convert import ConversionError, flax_to_torch, torch_shapes, torch_to_flax
+from jax_musicvae.conversion.parameters import (
+    ConversionError,
+    flax_to_torch,
+    torch_shapes,
+    torch_to_flax,
+)
 from jax_musicvae.losses import elbo_loss, kl_divergence
 from jax_musicvae.models import MusicVAE, init_params
 

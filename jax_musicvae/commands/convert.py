@@ -51,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from jax_musicvae import checkpoints
     from jax_musicvae.config import ConfigError
-    from jax_musicvae.conversion import TOLERANCE, VerificationError, convert
-    from jax_musicvae.convert import ConversionError
-    from jax_musicvae.torch_checkpoints import CheckpointError
+    from jax_musicvae.conversion.parameters import ConversionError
+    from jax_musicvae.conversion.pipeline import TOLERANCE, VerificationError, convert
+    from jax_musicvae.conversion.torch_files import TorchFileError
 
     if not getattr(args, "verbose", False):
         logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it touches
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except VerificationError as err:
         print(f"error: {err}")
         return 1
-    except (ConversionError, CheckpointError, ConfigError, checkpoints.CheckpointError) as err:
+    except (ConversionError, TorchFileError, ConfigError, checkpoints.CheckpointError) as err:
         print(f"error: {err}")
         return 2
     source = report.source

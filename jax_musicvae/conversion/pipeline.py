@@ -26,10 +26,19 @@ import numpy as np
 
 from jax_musicvae import checkpoints
 from jax_musicvae.config import CONDITIONINGS, ModelConfig
-from jax_musicvae.convert import ConversionError, flax_to_torch, torch_shapes, torch_to_flax
+from jax_musicvae.conversion.parameters import (
+    ConversionError,
+    flax_to_torch,
+    torch_shapes,
+    torch_to_flax,
+)
+from jax_musicvae.conversion.torch_files import (
+    is_module_pickle,
+    load_torch_checkpoint,
+    open_archive,
+)
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.models import MusicVAE
-from jax_musicvae.torch_checkpoints import is_module_pickle, load_torch_checkpoint, open_archive
 
 logger = logging.getLogger(__name__)
 

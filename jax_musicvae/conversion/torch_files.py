@@ -63,11 +63,11 @@ TORCH_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class TorchFileError(ValueError):
     """A checkpoint file is unreadable, unsafe, or not what it claims to be."""
 
 
-class UnsafePickleError(CheckpointError):
+class UnsafePickleError(TorchFileError):
     """The pickle references a global that a checkpoint has no reason to contain."""
 
 
@@ -136,12 +136,12 @@ def _rebuild_tensor(
         if any(n == 0 for n in size):
             return np.zeros(size, storage.dtype)
         if offset < 0 or last >= storage.size or min(stride) < 0:
-            raise CheckpointError(
+            raise TorchFileError(
                 f"tensor of size {size} stride {stride} offset {offset} runs past its storage "
                 f"of {storage.size} elements (truncated or corrupt file)"
             )
     elif offset >= storage.size:
-        raise CheckpointError("scalar tensor lies past the end of its storage (corrupt file)")
+        raise TorchFileError("scalar tensor lies past the end of its storage (corrupt file)")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=[s * itemsize for s in stride], writeable=False
@@ -217,15 +217,15 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise CheckpointError(f"{self._source}: unknown persistent record {pid!r}")
+            raise TorchFileError(f"{self._source}: unknown persistent record {pid!r}")
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, StorageType):
-            raise CheckpointError(f"{self._source}: storage record {key!r} has no storage type")
+            raise TorchFileError(f"{self._source}: storage record {key!r} has no storage type")
         if key not in self._storages:
             raw = self._read_record(f"data/{key}")
             needed = int(numel) * storage_type.dtype.itemsize
             if len(raw) < needed:
-                raise CheckpointError(
+                raise TorchFileError(
                     f"{self._source}: tensor data record data/{key} holds {len(raw)} bytes, "
                     f"{needed} expected (truncated file)"
                 )
@@ -250,9 +250,9 @@ class TorchArchive:
             raw = self.zip_file.read(f"{self.prefix}/{name}")
         except KeyError as err:
             message = f"{self.path}: record {name} is missing (truncated file)"
-            raise CheckpointError(message) from err
+            raise TorchFileError(message) from err
         except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise CheckpointError(f"{self.path}: record {name} is unreadable: {err}") from err
+            raise TorchFileError(f"{self.path}: record {name} is unreadable: {err}") from err
         return raw
 
     def global_names(self) -> set[str]:
@@ -264,7 +264,7 @@ class TorchArchive:
                     names.add(arg)
         except (ValueError, EOFError) as err:
             message = f"{self.path}: the pickle is corrupt or truncated: {err}"
-            raise CheckpointError(message) from err
+            raise TorchFileError(message) from err
         return names
 
 
@@ -272,23 +272,23 @@ def open_archive(path: Path) -> TorchArchive:
     """Open a torch.save zip archive, with clear errors for every other kind of file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise TorchFileError(f"{path}: no such file")
     with path.open("rb") as handle:
         head = handle.read(4)
     if not zipfile.is_zipfile(path):
         if head[:1] == b"\x80":  # a pickle protocol header
-            raise CheckpointError(
+            raise TorchFileError(
                 f"{path}: a bare pickle, not a torch zip archive (legacy torch<1.6 format or "
                 "plain pickle); it is not read, as only zip archives can be checked safely"
             )
         if head == b"PK\x03\x04":
-            raise CheckpointError(f"{path}: a damaged or truncated zip archive")
-        raise CheckpointError(f"{path}: not a torch checkpoint (not a zip archive)")
+            raise TorchFileError(f"{path}: a damaged or truncated zip archive")
+        raise TorchFileError(f"{path}: not a torch checkpoint (not a zip archive)")
     try:
         archive = zipfile.ZipFile(path)
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
-            raise CheckpointError(f"{path}: a zip archive but not a torch checkpoint (no data.pkl)")
+            raise TorchFileError(f"{path}: a zip archive but not a torch checkpoint (no data.pkl)")
         prefix = pickles[0].split("/")[0]
         names = set(archive.namelist())
         byteorder = (
@@ -298,9 +298,9 @@ def open_archive(path: Path) -> TorchArchive:
         )
         data = archive.read(pickles[0])
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise CheckpointError(f"{path}: damaged or truncated archive: {err}") from err
+        raise TorchFileError(f"{path}: damaged or truncated archive: {err}") from err
     if byteorder != "little":
-        raise CheckpointError(f"{path}: {byteorder}-endian torch archives are not supported")
+        raise TorchFileError(f"{path}: {byteorder}-endian torch archives are not supported")
     return TorchArchive(path, prefix, data, archive)
 
 
@@ -309,10 +309,10 @@ def restricted_load(path: Path) -> Any:
     archive = open_archive(path)
     try:
         return RestrictedUnpickler(archive.pickle_bytes, archive.read_record, archive.path).load()
-    except CheckpointError:
+    except TorchFileError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{path}: the pickle could not be read: {err}") from err
+        raise TorchFileError(f"{path}: the pickle could not be read: {err}") from err
 
 
 def is_module_pickle(archive: TorchArchive) -> bool:
@@ -339,7 +339,7 @@ def weights_only_load(path: Path) -> Any:
             "this file was executed"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: torch could not read it: {err}") from err
+        raise TorchFileError(f"{path}: torch could not read it: {err}") from err
 
 
 def _to_plain(obj: Any) -> Any:
@@ -386,7 +386,7 @@ def _numpy_state_dict(mapping: Mapping[str, Any], path: Path) -> dict[str, np.nd
     for key, value in mapping.items():
         array = _to_plain(value)
         if not isinstance(key, str) or not isinstance(array, np.ndarray):
-            raise CheckpointError(f"{path}: state-dict entry {key!r} is not a tensor")
+            raise TorchFileError(f"{path}: state-dict entry {key!r} is not a tensor")
         if array.dtype == ml_dtypes.bfloat16:
             array = array.astype(np.float32)
         out[key] = array
@@ -399,7 +399,7 @@ def module_state_dict(root: StandIn, path: Path) -> dict[str, np.ndarray]:
 
     def walk(module: Any, prefix: str) -> None:
         if not isinstance(module, StandIn):
-            raise CheckpointError(f"{path}: {prefix or 'the root'} is not a module")
+            raise TorchFileError(f"{path}: {prefix or 'the root'} is not a module")
         state = module.__dict__
         skip = state.get("_non_persistent_buffers_set") or set()
         for group in ("_parameters", "_buffers"):
@@ -408,7 +408,7 @@ def module_state_dict(root: StandIn, path: Path) -> dict[str, np.ndarray]:
                     continue
                 array = _to_plain(value)
                 if not isinstance(array, np.ndarray):
-                    raise CheckpointError(f"{path}: {prefix}{name} is not a tensor")
+                    raise TorchFileError(f"{path}: {prefix}{name} is not a tensor")
                 out[prefix + name] = array
         for name, child in (state.get("_modules") or {}).items():
             if child is not None:
@@ -475,7 +475,7 @@ def load_torch_checkpoint(path: Path, trainer_states: Path | None = None) -> Tor
     """
     path = Path(path)
     if path.name == TRAINER_STATES:
-        raise CheckpointError(
+        raise TorchFileError(
             f"{path}: this is the optimizer/scheduler file, it holds no model weights; "
             "pass the model.pt next to it"
         )
@@ -483,7 +483,7 @@ def load_torch_checkpoint(path: Path, trainer_states: Path | None = None) -> Tor
     if is_module_pickle(archive):
         root = restricted_load(path)
         if not isinstance(root, StandIn):
-            raise CheckpointError(f"{path}: the pickle holds {type(root).__name__}, not a module")
+            raise TorchFileError(f"{path}: the pickle holds {type(root).__name__}, not a module")
         checkpoint = TorchCheckpoint(
             path, "module_pickle", module_state_dict(root, path), class_name=root.qualified_name
         )
@@ -496,7 +496,7 @@ def load_torch_checkpoint(path: Path, trainer_states: Path | None = None) -> Tor
         try:
             checkpoint.trainer_states = read_trainer_states(states)
             logger.info("%s: %s", states, checkpoint.trainer_states)
-        except CheckpointError as err:
+        except TorchFileError as err:
             if trainer_states is not None:
                 raise
             logger.warning("%s (not needed for the weights; ignored)", err)
@@ -505,7 +505,7 @@ def load_torch_checkpoint(path: Path, trainer_states: Path | None = None) -> Tor
 
 def _from_weights_only(path: Path, obj: Any) -> TorchCheckpoint:
     if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a state dict")
+        raise TorchFileError(f"{path}: holds {type(obj).__name__}, not a state dict")
     if all(_is_tensor(v) for v in obj.values()):
         return TorchCheckpoint(path, "state_dict", _numpy_state_dict(obj, path))
     for key in STATE_DICT_KEYS:
@@ -518,7 +518,7 @@ def _from_weights_only(path: Path, obj: Any) -> TorchCheckpoint:
                 _numpy_state_dict(nested, path),
                 config=_to_plain(dict(config)) if config is not None else None,
             )
-    raise CheckpointError(
+    raise TorchFileError(
         f"{path}: a dict with keys {sorted(map(str, obj))[:8]} but no state dict (looked for a "
         f"mapping of tensors at the top level or under {', '.join(STATE_DICT_KEYS)})"
     )
