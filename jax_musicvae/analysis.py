@@ -32,7 +32,7 @@ from jax_musicvae.attributes import melody_danceability, window_danceability
 from jax_musicvae.config import check_positive
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
-from jax_musicvae.data.source import WindowSource
+from jax_musicvae.data.source import WindowSource, most_frequent_token
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class AnalysisSettings:
     prior_temperature: float = 0.5
     interpolation_pairs: int = 16
     interpolation_steps: int = 7
-    pictures: int = 4
+    picture_windows: int = 4
 
     def __post_init__(self) -> None:
         for name in (
@@ -83,7 +83,7 @@ class AnalysisSettings:
             "edit_windows",
             "prior_samples",
             "interpolation_pairs",
-            "pictures",
+            "picture_windows",
         ):
             check_positive(name, getattr(self, name))
         if self.interpolation_steps < 2:
@@ -152,16 +152,16 @@ def _control(
 
 def _reconstruction(
     model: TrainedModel,
+    data: str | Path,
     windows: np.ndarray,
-    train_tokens: np.ndarray,
     settings: AnalysisSettings,
     pictures: Path | None,
 ) -> dict[str, Any]:
     """Baseline, validity of prior samples and real windows, interpolation smoothness;
     with `pictures` (a path prefix), the reconstruction and interpolation piano rolls."""
     rep = model.representation
-    most_frequent = int(np.argmax(np.bincount(train_tokens.ravel(), minlength=rep.depth)))
-    bounds = ValidityBounds.fit(train_tokens, rep)
+    most_frequent = most_frequent_token(data, "train")
+    bounds = ValidityBounds.fit(WindowSource(data, "train").tokens, rep)
     samples = model.sample(
         settings.prior_samples, temperature=settings.prior_temperature, seed=settings.seed
     )
@@ -181,7 +181,7 @@ def _reconstruction(
         "interpolation_smoothness": interpolation_smoothness(paths) if pairs else None,
     }
     if pictures is not None:
-        count = min(settings.pictures, len(windows))
+        count = min(settings.picture_windows, len(windows))
         rebuilt = model.reconstruct(windows[:count])
         sequences, titles = [], []
         for i in range(count):
@@ -225,18 +225,19 @@ def held_out_windows(
 def reconstruction_quality(
     model: TrainedModel,
     data: str | Path,
+    windows: np.ndarray,
+    danceability: np.ndarray,
     settings: AnalysisSettings,
     pictures: Path | None = None,
 ) -> dict[str, Any]:
-    """How well the model reconstructs held-out windows and how plausible its samples are.
+    """How well the model reconstructs held-out `windows` (from `held_out_windows`) and
+    how plausible its samples are.
 
     With `pictures` (a path prefix) also writes PREFIX_reconstructions.png and
     PREFIX_interpolation.png.
     """
-    windows, danceability = held_out_windows(model, data, settings)
     logger.info("%s: evaluating %d %s windows", model.label, len(windows), settings.split)
     metrics = model.evaluate(windows, danceability, settings.seed)
-    train_tokens = WindowSource(data, "train").tokens
     return {
         "split": settings.split,
         "windows": len(windows),
@@ -246,7 +247,7 @@ def reconstruction_quality(
         "sampled_accuracy": metrics["sampled_accuracy"],
         "greedy_accuracy": metrics["greedy_accuracy"],
         "shuffled_accuracy": metrics["shuffled_accuracy"],
-        **_reconstruction(model, windows, train_tokens, settings, pictures),
+        **_reconstruction(model, data, windows, settings, pictures),
     }
 
 
@@ -257,8 +258,8 @@ def analyze_model(
     pictures: Path | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(results, mu [N, encoded_size], danceability [N]) of one model on one split."""
-    quality = reconstruction_quality(model, data, settings, pictures)
     windows, danceability = held_out_windows(model, data, settings)
+    quality = reconstruction_quality(model, data, windows, danceability, settings, pictures)
     mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
     results = {
         "model": model.label,

@@ -299,37 +299,14 @@ def check_gradients(h: Harness) -> Iterator[CheckResult]:
 
 
 @functools.cache
-def _jax_scheduled(config: ModelConfig):
-    """Jitted scheduled-sampling forward pass (compiled once per configuration)."""
+def _jitted_apply(config: ModelConfig, method: str = "__call__"):
+    """A jitted `MusicVAE(config).apply` of one method (compiled once per configuration)."""
     model = MusicVAE(config)
 
-    def forward(params, tokens, condition, eps, p, choose, gumbel, temperature, token_keep):
-        return model.apply(
-            {"params": params},
-            tokens,
-            condition,
-            eps,
-            p,
-            choose,
-            gumbel,
-            temperature,
-            token_keep=token_keep,
-        )
+    def apply(params, *args, **kwargs):
+        return model.apply({"params": params}, *args, method=getattr(MusicVAE, method), **kwargs)
 
-    return jax.jit(forward)
-
-
-@functools.cache
-def _jax_generate(config: ModelConfig):
-    """Jitted free-running decoding (compiled once per configuration and noise kind)."""
-    model = MusicVAE(config)
-
-    def generate(params, z, condition, temperature, gumbel):
-        return model.apply(
-            {"params": params}, z, condition, temperature, gumbel, method=MusicVAE.generate
-        )
-
-    return jax.jit(generate)
+    return jax.jit(apply)
 
 
 def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
@@ -345,7 +322,7 @@ def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
             temperature=temperature,
             token_keep=h.t(h.token_keep),
         )
-    out = _jax_scheduled(h.config)(
+    out = _jitted_apply(h.config)(
         h.params,
         h.j(h.tokens.astype(np.int32)),
         h.j(h.condition),
@@ -354,7 +331,7 @@ def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
         h.j(h.choose_noise),
         h.j(h.gumbel),
         temperature,
-        h.j(h.token_keep),
+        token_keep=h.j(h.token_keep),
     )
     same_decisions = np.array_equal(np.asarray(out["fed_back"]), ref["fed_back"].cpu().numpy())
     same_samples = np.array_equal(np.asarray(out["sampled"]), ref["sampled"].cpu().numpy())
@@ -376,7 +353,9 @@ def check_generation(h: Harness) -> Iterator[CheckResult]:
     for label, gumbel in (("sampled", h.gumbel), ("argmax", None)):
         with torch.no_grad():
             ref = h.torch_model.generate(h.t(z), h.t(h.condition), 0.7, h.t(gumbel))
-        out = _jax_generate(h.config)(h.params, h.j(z), h.j(h.condition), 0.7, h.j(gumbel))
+        out = _jitted_apply(h.config, "generate")(
+            h.params, h.j(z), h.j(h.condition), 0.7, h.j(gumbel)
+        )
         mismatches = int(np.sum(np.asarray(out["tokens"]) != ref["tokens"].cpu().numpy()))
         yield CheckResult(
             "generation",

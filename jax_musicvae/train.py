@@ -32,7 +32,7 @@ from jax_musicvae import checkpoints as ckpt
 from jax_musicvae import schedules
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.loader import make_loader
-from jax_musicvae.data.source import WindowSource, load_manifest
+from jax_musicvae.data.source import load_manifest, most_frequent_token
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
 from jax_musicvae.models import MusicVAE, init_params
@@ -241,12 +241,6 @@ def gather_loader_states(state: bytes) -> list[str]:
     return states
 
 
-def most_frequent_token(data_dir: Path, split: str, depth: int) -> int:
-    """The most frequent token of a split (of the training split, for the baseline)."""
-    counts = np.bincount(WindowSource(data_dir, split).tokens.ravel(), minlength=depth)
-    return int(np.argmax(counts))
-
-
 class _Loaders:
     """The training iterator (checkpointable) and the fixed evaluation batches."""
 
@@ -440,7 +434,7 @@ def train(
         run_name=config.name,
         config=config.to_dict(),
     )
-    token = most_frequent_token(data_dir, config.data.train_split, manifest["depth"])
+    token = most_frequent_token(data_dir, config.data.train_split)
     baseline = float(np.mean([np.mean(gather(b["tokens"]) == token) for b in loaders.eval_batches]))
     if not resume:
         writer.write(0, "data", {"baseline_accuracy": baseline})

@@ -72,15 +72,18 @@ def write_samples(
 def measure(workdir: Path, out: Path, temperature: float, seed: int) -> dict:
     """Reconstruction and sample quality of the best checkpoint on held-out windows,
     with pictures out/held_out_{reconstructions,interpolation}.png."""
-    from jax_musicvae.analysis import AnalysisSettings, reconstruction_quality
+    from jax_musicvae.analysis import AnalysisSettings, held_out_windows, reconstruction_quality
     from jax_musicvae.generate import TrainedModel
 
     model = TrainedModel.load(workdir, best=True)
     settings = AnalysisSettings(
         split="validation", max_windows=512, prior_temperature=temperature, seed=seed
     )
-    quality = reconstruction_quality(model, out / "data", settings, pictures=out / "held_out")
-    return quality
+    data = out / "data"
+    windows, danceability = held_out_windows(model, data, settings)
+    return reconstruction_quality(
+        model, data, windows, danceability, settings, pictures=out / "held_out"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,3 +84,9 @@ class WindowSource:
 
     def __repr__(self) -> str:
         return f"WindowSource(root={str(self.root)!r}, split={self.split!r})"
+
+
+def most_frequent_token(root: str | Path, split: str = "train") -> int:
+    """The most frequent token of a split (of the training split, for the baseline)."""
+    source = WindowSource(root, split)
+    return int(np.argmax(np.bincount(source.tokens.ravel(), minlength=source.manifest["depth"])))
