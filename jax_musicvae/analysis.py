@@ -28,35 +28,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jax_musicvae.attributes import melody_danceability, window_danceability
+from jax_musicvae.attributes import window_danceability
 from jax_musicvae.config import check_positive
+from jax_musicvae.control import control_measures, edit_keeps, rhythm_estimates
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
 from jax_musicvae.data.source import WindowSource, most_frequent_token
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
 logger = logging.getLogger(__name__)
-
-CONTROL_VALUES = tuple(round(0.1 * i, 1) for i in range(1, 10))
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties sharing their average rank (as scipy.stats.rankdata)."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the ranks; NaN when either side is constant."""
-    rx, ry = _ranks(np.asarray(x)), _ranks(np.asarray(y))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    return float(rx @ ry / denominator) if denominator > 0 else math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +49,7 @@ class AnalysisSettings:
     edit_windows: int = 32
     temperature: float = 0.0
     seed: int = 0
-    values: tuple[float, ...] = CONTROL_VALUES
+    values: tuple[float, ...] = ()  # requested danceabilities; () = `control_values`' deciles
     prior_samples: int = 256
     prior_temperature: float = 0.5
     interpolation_pairs: int = 16
@@ -107,46 +87,61 @@ def check_dataset(model: TrainedModel, data: str | Path, source: WindowSource) -
         )
 
 
+def control_values(data: str | Path, settings: AnalysisSettings) -> tuple[float, ...]:
+    """The requested danceabilities: `settings.values`, or by default the nine deciles
+    (10th ... 90th percentile) of the rhythm estimate of the training windows, so every
+    request lies inside the range the measure takes on real melodies."""
+    if settings.values:
+        return tuple(float(v) for v in settings.values)
+    estimates = WindowSource(data, "train").window_danceability
+    return tuple(round(float(q), 4) for q in np.quantile(estimates, np.linspace(0.1, 0.9, 9)))
+
+
 def _control(
-    model: TrainedModel, settings: AnalysisSettings, windows: np.ndarray
+    model: TrainedModel,
+    settings: AnalysisSettings,
+    windows: np.ndarray,
+    values: tuple[float, ...],
+    bounds: ValidityBounds,
 ) -> dict[str, Any]:
-    """Requested vs estimated danceability of generated and edited melodies, and edit keeps."""
+    """`control.control_measures` of generated and edited melodies, and what edits keep.
+
+    Generated melodies decode the same prior codes (one seed) at every requested
+    value, so each code is a paired traversal; edits start from held-out `windows`.
+    """
     rep, n = model.representation, settings.samples_per_value
-    requested_g, estimated_g, requested_e, estimated_e, keeps = [], [], [], [], []
-    curves: dict[str, list[float | None]] = {"generated": [], "edited": [], "keeps": []}
-    for i, value in enumerate(settings.values):
-        try:
-            tokens = model.sample(n, value, settings.temperature, settings.seed + i)
-        except GenerationError as error:  # encoder, or none without an attribute vector
-            if i == 0:
-                logger.info("%s: no generated control: %s", model.label, error)
-            tokens = None
-        if tokens is not None:
-            values = [melody_danceability(t, rep) for t in tokens]
-            requested_g += [value] * n
-            estimated_g += values
-            curves["generated"].append(float(np.mean(values)))
-        try:
-            edited = model.edit(
-                windows, value, temperature=settings.temperature, seed=settings.seed + i
-            )
-        except GenerationError as error:  # none without an attribute vector
-            if i == 0:
-                logger.info("%s: no edit control: %s", model.label, error)
-            edited = None
-        if edited is not None:
-            values = [melody_danceability(t, rep) for t in edited]
-            kept = [float(np.mean(e == w)) for e, w in zip(edited, windows, strict=True)]
-            requested_e += [value] * len(windows)
-            estimated_e += values
-            keeps += kept
-            curves["edited"].append(float(np.mean(values)))
-            curves["keeps"].append(float(np.mean(kept)))
+    generated = edited = None
+    curves: dict[str, list[float] | None] = {"generated": None, "edited": None, "keeps": None}
+    keeps: dict[str, float | None] = {"keeps": None, "keeps_small_change": None}
+    try:
+        tokens = np.stack([model.sample(n, v, settings.temperature, settings.seed) for v in values])
+    except GenerationError as error:  # encoder, or none without an attribute vector
+        logger.info("%s: no generated control: %s", model.label, error)
+    else:
+        generated = control_measures(values, tokens, rep, bounds, settings.seed)
+        curves["generated"] = generated["curve"]
+    try:
+        outputs = [
+            np.stack(model.edit(windows, v, temperature=settings.temperature, seed=settings.seed))
+            for v in values
+        ]
+    except GenerationError as error:  # none without an attribute vector
+        logger.info("%s: no edit control: %s", model.label, error)
+    else:
+        outputs = np.stack(outputs)
+        edited = control_measures(values, outputs, rep, bounds, settings.seed)
+        source = rhythm_estimates(windows, rep)["full"]
+        keeps = edit_keeps(values, source, windows, outputs)
+        curves["edited"] = edited["curve"]
+        curves["keeps"] = [float(np.mean(o == windows)) for o in outputs]
     return {
-        "control_generated": _finite(spearman(requested_g, estimated_g)) if requested_g else None,
-        "control_edited": _finite(spearman(requested_e, estimated_e)) if requested_e else None,
-        "edit_keeps": float(np.mean(keeps)) if keeps else None,
-        "curves": {k: v or None for k, v in curves.items()},
+        "control_generated": generated["rho"] if generated else None,
+        "control_edited": edited["rho"] if edited else None,
+        "edit_keeps": keeps["keeps"],
+        "edit_keeps_small_change": keeps["keeps_small_change"],
+        "generated": generated,
+        "edited": edited,
+        "curves": curves,
     }
 
 
@@ -209,7 +204,7 @@ def held_out_windows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """A fixed random sample (`settings.seed`) of at most `max_windows` windows of the
     split, drawn from all of its songs, in random order, and their danceability [N]."""
-    source = WindowSource(data, settings.split)
+    source = WindowSource(data, settings.split, model.experiment.data.danceability)
     check_dataset(model, data, source)
     if len(source) == 0:
         raise GenerationError(f"{data}: split {settings.split!r} has no windows")
@@ -261,13 +256,17 @@ def analyze_model(
     windows, danceability = held_out_windows(model, data, settings)
     quality = reconstruction_quality(model, data, windows, danceability, settings, pictures)
     mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
+    values = control_values(data, settings)
+    bounds = ValidityBounds.from_dict(quality["validity_bounds"])
     results = {
         "model": model.label,
         "name": model.experiment.name,
         "conditioning": model.config.conditioning,
+        "danceability_level": model.experiment.data.danceability,
+        "attribute_loss": model.experiment.loss.attribute_loss,
         **quality,
-        "values": list(settings.values),
-        **_control(model, settings, windows[: settings.edit_windows]),
+        "values": list(values),
+        **_control(model, settings, windows[: settings.edit_windows], values, bounds),
     }
     return results, mu, danceability
 
@@ -307,6 +306,28 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             f"{r['prior_valid']:.3f} | {r['real_valid']:.3f} | "
             f"{_cell(r['interpolation_smoothness'], False)} |"
         )
+    lines += [
+        "",
+        "| model | kind | ρ [95% interval] | traversal R² | calibration error | "
+        "spread at one request | valid | distinct outputs | weakest held-out ρ | "
+        "mean pitch kept | pitch classes kept | keeps (|Δ| ≤ 0.3) |",
+        "|" + "---|" * 12,
+    ]
+    for r in results:
+        for kind in ("generated", "edited"):
+            m = r.get(kind)
+            if not m:
+                continue
+            keeps = r["edit_keeps_small_change"] if kind == "edited" else None
+            kept = m["restrictiveness"]
+            lines.append(
+                f"| {r['model']} | {kind} | {_cell(m['rho'])} "
+                f"[{_cell(m['rho_low'])}, {_cell(m['rho_high'])}] | {m['linearity']:.3f} | "
+                f"{m['calibration_error']:.3f} | {m['consistency_std']:.3f} | "
+                f"{m['validity']:.3f} | {m['diversity']:.3f} | "
+                f"{_cell(m['held_out_rho_min'])} | {_cell(kept['mean_pitch'], False)} | "
+                f"{_cell(kept['pitch_classes'], False)} | {_cell(keeps, False)} |"
+            )
     return "\n".join(lines) + "\n"
 
 

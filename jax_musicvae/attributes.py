@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jax_musicvae.data.representations import Representation
-from jax_musicvae.data.rhythm import estimate_danceability
+from jax_musicvae.data.rhythm import melody_danceability
 from jax_musicvae.data.source import WindowSource
-from jax_musicvae.data.types import SongRhythm
 
 if TYPE_CHECKING:
     from jax_musicvae.generate import TrainedModel
@@ -34,26 +33,6 @@ logger = logging.getLogger(__name__)
 
 ATTRIBUTE_FILE = "attribute_vector.json"
 COMMAND = "musicvae attribute-vector --checkpoint CKPT --data DATASET"
-
-
-def melody_rhythm(
-    tokens: np.ndarray, representation: Representation, tempo_bpm: float = 120.0
-) -> SongRhythm:
-    """A SongRhythm from token onsets: melody90 note-ons, pianoroll61 changes of sounding pitch.
-
-    `representation.decode` yields exactly those onsets (pianoroll61 merges equal
-    neighbours into one note, melody90 starts a note at every note-on token).
-    """
-    tokens = np.asarray(tokens)
-    onsets = representation.decode(tokens).onsets
-    return SongRhythm(onsets.astype(np.int32), len(tokens), float(tempo_bpm))
-
-
-def melody_danceability(
-    tokens: np.ndarray, representation: Representation, tempo_bpm: float = 120.0
-) -> float:
-    """The `rhythm` danceability estimate of one token sequence (0 without notes)."""
-    return estimate_danceability(melody_rhythm(tokens, representation, tempo_bpm))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ Wiring = Literal["original", "magenta"]
 ReconLoss = Literal["categorical", "bernoulli"]
 SamplingSchedule = Literal["teacher_forcing", "constant", "exponential", "inverse_sigmoid"]
 RnnGradient = Literal["custom", "autodiff"]
+AttributeLoss = Literal["none", "regression", "sign"]
 
 CELLS = ("lstm", "gru")
 CONDITIONINGS = ("none", "encoder", "latent", "decoder")
@@ -25,6 +26,7 @@ RECON_LOSSES = ("categorical", "bernoulli")
 SAMPLING_SCHEDULES = ("teacher_forcing", "constant", "exponential", "inverse_sigmoid")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 RNN_GRADIENTS = ("custom", "autodiff")
+ATTRIBUTE_LOSSES = ("none", "regression", "sign")
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,10 @@ class ModelConfig:
     conditioning: Conditioning = "none"
     latent_condition_sigma: float = 0.0
     wiring: Wiring = "magenta"
+    # 0: the mu and sigma heads read the encoder's final states; k > 0: they read
+    # its outputs every k steps (forward at each k-step chunk's end, backward at its
+    # start), so no single state has to remember the whole melody.
+    encoder_readout_steps: int = 0
     compute_dtype: str = "float32"
     # Flax-side execution switches (the torch reference ignores them): the
     # recurrence's hand-written gradient or XLA's autodiff of the scan, and the
@@ -92,6 +98,12 @@ class ModelConfig:
             raise ConfigError("latent_size must be >= 2 with conditioning='decoder'")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        every = self.encoder_readout_steps
+        if every < 0 or (every and self.sequence_length % every):
+            raise ConfigError(
+                f"encoder_readout_steps={every} must be 0 or divide the sequence length "
+                f"{self.sequence_length}"
+            )
         if self.latent_condition_sigma < 0.0:
             raise ConfigError("latent_condition_sigma must be >= 0")
 
@@ -117,7 +129,9 @@ class ModelConfig:
     @property
     def head_input_size(self) -> int:
         """Input size of the mu and sigma heads (c is appended for `encoder`)."""
-        return 2 * self.encoder_hidden + (1 if self.conditioning == "encoder" else 0)
+        every = self.encoder_readout_steps
+        chunks = self.sequence_length // every if every else 1
+        return 2 * self.encoder_hidden * chunks + (1 if self.conditioning == "encoder" else 0)
 
     @property
     def noise_size(self) -> int:
@@ -145,9 +159,35 @@ class LossConfig:
     free_bits: float = 0.0
     max_beta: float = 1.0
     beta_rate: float = 0.0
+    # Attribute regularisation (docs/danceability-control.md): tie latent dimension
+    # `attribute_dimension` of z to the Gaussianised danceability t = Phi^-1(F(c)),
+    # where F is the training split's empirical CDF, frozen in `attribute_quantiles`
+    # (filled in by the trainer and stored with the config). `regression`:
+    # weight * mean |z_r - t|; `sign`: AR-VAE's weight * mean over pairs
+    # |tanh(scale (z_r,i - z_r,j)) - sign(t_i - t_j)|. `attribute_decorrelation`
+    # adds weight * sum over the other dimensions of corr(z_k, t)^2 in the batch.
+    attribute_loss: AttributeLoss = "none"
+    attribute_weight: float = 1.0
+    attribute_sign_scale: float = 10.0
+    attribute_dimension: int = 0
+    attribute_decorrelation: float = 0.0
+    attribute_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("recon_loss", self.recon_loss, RECON_LOSSES)
+        _check_choice("attribute_loss", self.attribute_loss, ATTRIBUTE_LOSSES)
+        object.__setattr__(
+            self, "attribute_quantiles", tuple(float(q) for q in self.attribute_quantiles)
+        )
+        if self.attribute_weight < 0 or self.attribute_decorrelation < 0:
+            raise ConfigError("attribute_weight and attribute_decorrelation must be >= 0")
+        if self.attribute_sign_scale <= 0:
+            raise ConfigError("attribute_sign_scale must be > 0")
+        if self.attribute_dimension < 0:
+            raise ConfigError("attribute_dimension must be >= 0")
+        quantiles = self.attribute_quantiles
+        if any(b < a for a, b in zip(quantiles, quantiles[1:], strict=False)):
+            raise ConfigError("attribute_quantiles must be sorted")
         if self.target_smoothing < 0.0:
             raise ConfigError("target_smoothing must be >= 0 (0 disables it)")
         if self.target_smoothing and self.recon_loss != "bernoulli":
@@ -160,6 +200,11 @@ class LossConfig:
     @property
     def free_nats(self) -> float:
         return self.free_bits * math.log(2.0)
+
+    @property
+    def uses_attribute(self) -> bool:
+        """Whether training needs the Gaussianised danceability of each window."""
+        return self.attribute_loss != "none" or self.attribute_decorrelation > 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ from jax_musicvae.config import (
     check_positive,
     replace_checked,
 )
+from jax_musicvae.data.source import DANCEABILITY_LEVELS
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -35,6 +36,17 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "validation"
     worker_count: int = 0
+    # The danceability a window is conditioned on and regularised towards: its
+    # song's value (`song`, the thesis's choice) or the rhythm estimate of the
+    # window itself (`window`).
+    danceability: str = "song"
+
+    def __post_init__(self) -> None:
+        if self.danceability not in DANCEABILITY_LEVELS:
+            raise ConfigError(
+                f"data.danceability={self.danceability!r} must be one of "
+                f"{', '.join(DANCEABILITY_LEVELS)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +122,13 @@ class ExperimentConfig:
     mesh: MeshConfig = MeshConfig()
     logging: LoggingConfig = LoggingConfig()
 
+    def __post_init__(self) -> None:
+        if self.loss.uses_attribute and self.loss.attribute_dimension >= self.model.encoded_size:
+            raise ConfigError(
+                f"loss.attribute_dimension={self.loss.attribute_dimension} must be below the "
+                f"{self.model.encoded_size} dimensions the encoder produces"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -161,6 +180,8 @@ def _parse(key: str, current: Any, text: str) -> Any:
             return int(text)
         if isinstance(current, float):
             return float(text)
+        if isinstance(current, tuple):  # numbers, comma-separated; "" or "()" for none
+            return tuple(float(part) for part in text.strip("()[] ").split(",") if part.strip())
     except ValueError:
         raise ConfigError(f"{key}={text!r}: expected {type(current).__name__}") from None
     if dataclasses.is_dataclass(current):

@@ -34,12 +34,7 @@ import jax
 import numpy as np
 
 from jax_musicvae import checkpoints
-from jax_musicvae.attributes import (
-    ATTRIBUTE_FILE,
-    COMMAND,
-    AttributeVector,
-    melody_danceability,
-)
+from jax_musicvae.attributes import ATTRIBUTE_FILE, COMMAND, AttributeVector
 from jax_musicvae.config import LossConfig, ModelConfig
 from jax_musicvae.data.midi_io import parse_midi, song_tokens
 from jax_musicvae.data.representations import (
@@ -47,9 +42,10 @@ from jax_musicvae.data.representations import (
     STEPS_PER_BAR,
     Representation,
 )
-from jax_musicvae.data.rhythm import estimate_danceability
+from jax_musicvae.data.rhythm import estimate_danceability, melody_danceability
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.models import MusicVAE, init_params
+from jax_musicvae.statistics import gaussianise
 from jax_musicvae.steps import eval_step
 
 logger = logging.getLogger(__name__)
@@ -319,6 +315,26 @@ class TrainedModel:
                 f"has {self.config.noise_size}; recompute it with `{COMMAND}`"
             )
 
+    @property
+    def attribute_dimension(self) -> int | None:
+        """The latent dimension trained to carry danceability (attribute loss), if any."""
+        loss = self.experiment.loss
+        if loss.attribute_loss == "none" or not loss.attribute_quantiles:
+            return None
+        return loss.attribute_dimension
+
+    @property
+    def controllable(self) -> bool:
+        """Whether sample/decode/edit can take a danceability request."""
+        conditioning = self.config.conditioning
+        if conditioning in ("decoder", "latent") or self.attribute_dimension is not None:
+            return True
+        return conditioning == "none" and self.attribute_vector is not None
+
+    def attribute_code(self, danceability: np.ndarray) -> np.ndarray:
+        """The value of the attribute dimension that encodes `danceability` (Phi^-1(F(c)))."""
+        return gaussianise(danceability, self.experiment.loss.attribute_quantiles)
+
     def set_attribute_vector(self, vector: AttributeVector) -> None:
         self._check_attribute(vector)
         self.attribute_vector = vector
@@ -485,9 +501,13 @@ class TrainedModel:
         if z.shape[1:] != (self.config.noise_size,):
             raise GenerationError(f"z has shape {z.shape}, expected [N, {self.config.noise_size}]")
         conditioning = self.config.conditioning
-        if danceability is not None and conditioning in ("encoder", "none"):
+        regularised = self.attribute_dimension is not None
+        if danceability is not None and conditioning in ("encoder", "none") and not regularised:
             raise self._cannot_request("decode")
         condition = None
+        if danceability is not None and regularised:
+            values = _danceability_array(danceability, len(z))
+            z[:, self.attribute_dimension] = self.attribute_code(values)
         if conditioning == "decoder":
             value = DEFAULT_DANCEABILITY if danceability is None else danceability
             condition = _danceability_array(value, len(z))
@@ -506,16 +526,17 @@ class TrainedModel:
         if n < 1:
             raise GenerationError(f"n={n} must be >= 1")
         conditioning = self.config.conditioning
-        if danceability is not None and (
-            conditioning == "encoder" or (conditioning == "none" and not self.attribute_vector)
-        ):
+        if danceability is not None and not self.controllable:
             raise self._cannot_request("sample")
         z = self._chunked(self._fns.prior, n, np.arange(n, dtype=np.int32), seed=seed)
         value = DEFAULT_DANCEABILITY if danceability is None else danceability
         c = _danceability_array(value, n)
         if conditioning == "latent":
             z[:, -1] = c
-        if conditioning == "none" and danceability is not None:
+        if self.attribute_dimension is not None:
+            if danceability is not None:
+                z[:, self.attribute_dimension] = self.attribute_code(c)
+        elif conditioning == "none" and danceability is not None:
             z = z + self.attribute_vector.shift(np.full(n, self.attribute_vector.midpoint), c)
         return z.astype(np.float32), c if conditioning == "decoder" else None
 
@@ -540,14 +561,18 @@ class TrainedModel:
         joined = self._join(tokens, enc.melody, enc.lengths)
         return joined[0] if _is_single(melodies) else joined
 
-    def interpolation_codes(self, a: Any, b: Any, steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+    def interpolation_codes(
+        self, a: Any, b: Any, steps: int, danceability: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Codes [steps, W, noise_size] on the slerp from mu(a) to mu(b), ends included.
 
         Windows are paired (the longer melody is cut to the shorter's windows); for
         `latent` the appended c is interpolated linearly, not spherically. Also
         returns the decoder's c [steps, W] (linear between the two melodies) and the
-        common length in steps.
+        common length in steps. With `danceability`, every step is held at that value.
         """
+        if danceability is not None and not self.controllable:
+            raise self._cannot_request("interpolate")
         if steps < 2:
             raise GenerationError(f"steps={steps} must be >= 2 (both ends are included)")
         enc = self.encode([a, b])
@@ -572,14 +597,33 @@ class TrainedModel:
         )
         c_a, c_b = enc.danceability[first][0], enc.danceability[second][0]
         condition = np.repeat(((1 - t) * c_a + t * c_b)[:, None], count, 1).astype(np.float32)
+        if danceability is not None:
+            condition[:] = danceability
+            if self.attribute_dimension is not None:
+                codes[..., self.attribute_dimension] = self.attribute_code(condition)
+            elif self.config.conditioning == "latent":
+                codes[..., -1] = condition
+            elif self.config.conditioning == "none":
+                midpoint = np.full(condition.size, self.attribute_vector.midpoint)
+                shift = self.attribute_vector.shift(midpoint, condition.ravel())
+                codes = codes + shift.reshape(codes.shape)
         length = min(min(enc.lengths), int(count) * self.config.sequence_length)
         return codes, condition, length
 
     def interpolate(
-        self, a: Any, b: Any, steps: int = 5, temperature: float = 0.0, seed: int = 0
+        self,
+        a: Any,
+        b: Any,
+        steps: int = 5,
+        temperature: float = 0.0,
+        seed: int = 0,
+        danceability: float | None = None,
     ) -> np.ndarray:
-        """`steps` melodies [steps, L] morphing from a to b (the ends reconstruct a and b)."""
-        codes, condition, length = self.interpolation_codes(a, b, steps)
+        """`steps` melodies [steps, L] morphing from a to b (the ends reconstruct a and b).
+
+        With `danceability`, the whole morph is held at that danceability.
+        """
+        codes, condition, length = self.interpolation_codes(a, b, steps, danceability)
         count = codes.shape[1]
         tokens = self._decode(
             codes.reshape(-1, codes.shape[-1]), condition.reshape(-1), temperature, seed
@@ -596,22 +640,25 @@ class TrainedModel:
 
         The target is t = s + strength * (danceability - s) for source danceability s:
         `decoder` decodes mu with c = t, `latent` puts t in z's last dimension,
-        `encoder` encodes again with t, `none` adds (t - s) / delta * attribute vector.
+        `encoder` encodes again with t, `none` adds (t - s) / delta * attribute vector;
+        a model trained with the attribute loss sets its attribute dimension to the code of t.
         """
         conditioning = self.config.conditioning
-        if conditioning == "none" and self.attribute_vector is None:
+        if conditioning == "none" and not self.controllable:
             raise self._cannot_request("edit")
         enc = self.encode(melodies)
         requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
         target = enc.danceability + strength * (requested - enc.danceability)
         z, condition = enc.mu.copy(), None
+        if self.attribute_dimension is not None:
+            z[:, self.attribute_dimension] = self.attribute_code(target)
         if conditioning == "decoder":
             condition = target.astype(np.float32)
         elif conditioning == "latent":
             z[:, -1] = target
         elif conditioning == "encoder":
             z = self._encode_tokens(enc.windows, target.astype(np.float32), 0)[0]
-        else:
+        elif self.attribute_dimension is None:
             z = z + self.attribute_vector.shift(enc.danceability, target)
         return enc, z.astype(np.float32), condition
 
@@ -643,10 +690,11 @@ class TrainedModel:
         for start in range(0, len(windows), self.batch_size):
             chunk = windows[start : start + self.batch_size]
             batch = {"tokens": chunk}
+            values = np.asarray(danceability[start : start + len(chunk)], np.float32)
             if self.config.uses_condition:
-                batch["condition"] = np.asarray(
-                    danceability[start : start + len(chunk)], np.float32
-                )
+                batch["condition"] = values
+            if self.attribute_dimension is not None:
+                batch["attribute"] = self.attribute_code(values)
             rows = np.arange(start, start + len(chunk), dtype=np.int32)
             metrics = self._fns.evaluate(self.params, batch, rows, seed)
             for name, value in metrics.items():

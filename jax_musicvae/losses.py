@@ -36,6 +36,33 @@ def kl_divergence(mu: jax.Array, sigma: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.square(sigma) + jnp.square(mu) - 1.0 - 2.0 * jnp.log(sigma), -1)
 
 
+def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[str, jax.Array]:
+    """The attribute regulariser of z's dimension r and the decorrelation of the others.
+
+    z [B, n] (the encoded dimensions), target [B] (the Gaussianised attribute).
+    """
+    r = loss.attribute_dimension
+    z_r = z[:, r]
+    if loss.attribute_loss == "sign":
+        close = jnp.tanh(loss.attribute_sign_scale * (z_r[:, None] - z_r[None, :]))
+        order = jnp.sign(target[:, None] - target[None, :])
+        regulariser = jnp.mean(jnp.abs(close - order))
+    else:
+        regulariser = jnp.mean(jnp.abs(z_r - target))
+    others = jnp.concatenate([z[:, :r], z[:, r + 1 :]], axis=-1)
+    others = others - jnp.mean(others, axis=0)
+    centred = target - jnp.mean(target)
+    covariance = centred @ others
+    variance = jnp.sum(jnp.square(others), axis=0) * jnp.sum(jnp.square(centred))
+    correlation_sq = jnp.square(covariance) / (variance + 1e-8)
+    return {
+        "attribute_regulariser": regulariser,
+        "attribute_decorrelation": jnp.sum(correlation_sq),
+        "attribute_correlation": jnp.sum(centred * (z_r - jnp.mean(z_r)))
+        / jnp.sqrt(jnp.sum(jnp.square(centred)) * jnp.sum(jnp.square(z_r - jnp.mean(z_r))) + 1e-8),
+    }
+
+
 def elbo_loss(
     logits: jax.Array,
     tokens: jax.Array,
@@ -45,14 +72,26 @@ def elbo_loss(
     model: ModelConfig,
     beta: float | jax.Array,
     mask: jax.Array | None = None,
+    z: jax.Array | None = None,
+    attribute: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics."""
+    """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics.
+
+    With `loss.uses_attribute` and an `attribute` (the Gaussianised danceability,
+    [B]; evaluation without one leaves them out), plus the attribute terms of z.
+    """
     if mask is None:
         mask = jnp.ones(tokens.shape, jnp.float32)
     recon = jnp.sum(mask * reconstruction_per_step(logits, tokens, loss), axis=-1)
     kl = kl_divergence(mu[:, : model.encoded_size], sigma[:, : model.encoded_size])
     kl_cost = jnp.maximum(kl - loss.free_nats, 0.0)
     total = jnp.mean(recon) + beta * jnp.mean(kl_cost)
+    extra = {}
+    if loss.uses_attribute and attribute is not None:
+        extra = attribute_terms(z[:, : model.encoded_size], attribute, loss)
+        if loss.attribute_loss != "none":
+            total = total + loss.attribute_weight * extra["attribute_regulariser"]
+        total = total + loss.attribute_decorrelation * extra["attribute_decorrelation"]
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,
@@ -63,5 +102,6 @@ def elbo_loss(
         "beta": jnp.asarray(beta, jnp.float32),
         "elbo": -jnp.mean(recon + kl),
         "accuracy": jnp.sum(mask * correct) / jnp.sum(mask),
+        **extra,
     }
     return total, metrics

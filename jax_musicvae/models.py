@@ -62,6 +62,14 @@ def _to_bars(x: jax.Array, bars: int) -> jax.Array:
     return x.reshape(b * bars, t // bars, *x.shape[2:])
 
 
+def chunk_readout(outputs: jax.Array, every: int, hidden: int) -> jax.Array:
+    """[T, B, 2H] -> [B, T/every*2H]: forward output at each chunk's end, backward at its start."""
+    steps, batch = outputs.shape[:2]
+    chunks = outputs.reshape(steps // every, every, batch, 2 * hidden)
+    ends = jnp.concatenate([chunks[:, -1, :, :hidden], chunks[:, 0, :, hidden:]], axis=-1)
+    return jnp.swapaxes(ends, 0, 1).reshape(batch, -1)
+
+
 class Encoder(nn.Module):
     """Bidirectional RNN over the one-hot input, then the mu and sigma heads."""
 
@@ -82,7 +90,7 @@ class Encoder(nn.Module):
         dtype = jnp.dtype(cfg.compute_dtype)
         key = None if deterministic or cfg.dropout == 0.0 else self.make_rng("dropout")
         x = jax.nn.one_hot(tokens, cfg.input_depth, dtype=jnp.float32)
-        h_fwd, h_bwd = rnn.run_bidirectional_stack(
+        h_fwd, h_bwd, outputs = rnn.run_bidirectional_stack(
             cfg.cell,
             self.rnn(),
             x,
@@ -94,6 +102,8 @@ class Encoder(nn.Module):
             cudnn=cfg.cudnn_encoder,
         )
         h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
+        if cfg.encoder_readout_steps:
+            h = chunk_readout(outputs, cfg.encoder_readout_steps, cfg.encoder_hidden)
         if cfg.conditioning == "encoder":
             h = jnp.concatenate([h, condition[:, None]], axis=-1)
         mu = dense(self.mu(), h, dtype)

@@ -52,11 +52,13 @@ class Combination:
     conditioning: str
     wiring: str
     bars: int = 2
+    readout: int = 0
 
     @property
     def name(self) -> str:
         flat = "-flat" if self.bars == 1 else ""
-        return f"{self.cell}/{self.conditioning}/{self.wiring}{flat}"
+        readout = f"-readout{self.readout}" if self.readout else ""
+        return f"{self.cell}/{self.conditioning}/{self.wiring}{flat}{readout}"
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -71,6 +73,7 @@ class Combination:
             input_depth=13,
             conditioning=self.conditioning,
             wiring=self.wiring,
+            encoder_readout_steps=self.readout,
         )
 
 
@@ -86,7 +89,7 @@ class CheckResult:
 
 
 def combinations() -> list[Combination]:
-    """The 16 cell x conditioning x wiring combinations, then Magenta's flat decoder."""
+    """The 16 cell x conditioning x wiring combinations, Magenta's flat decoder, chunk readout."""
     combos = [
         Combination(cell, cond, wiring)
         for wiring, cell, cond in itertools.product(
@@ -94,6 +97,7 @@ def combinations() -> list[Combination]:
         )
     ]
     combos += [Combination(cell, "none", "magenta", bars=1) for cell in ("lstm", "gru")]
+    combos += [Combination(cell, "encoder", "magenta", readout=2) for cell in ("lstm", "gru")]
     return combos
 
 
@@ -135,6 +139,8 @@ class Harness:
         self.choose_noise = rng.random((BATCH, cfg.sequence_length)).astype(np.float32)
         uniform = rng.random((BATCH, cfg.sequence_length, cfg.input_depth))
         self.gumbel = (-np.log(-np.log(np.clip(uniform, 1e-12, 1.0 - 1e-7)))).astype(np.float32)
+        # The Gaussianised danceability the attribute loss variants regress onto.
+        self.attribute = rng.standard_normal(BATCH).astype(np.float32)
         # Token dropout: a third of the previous-token inputs zeroed, in every pass that trains.
         self.token_keep = (rng.random((BATCH, cfg.sequence_length)) >= 1 / 3).astype(np.float32)
 
@@ -165,8 +171,22 @@ class Harness:
 LOSS_VARIANTS = {
     "categorical": LossConfig(free_bits=1.0, max_beta=0.5, beta_rate=0.99),
     "bernoulli": LossConfig(recon_loss="bernoulli", target_smoothing=5.0, free_bits=0.5),
+    "attribute-regression": LossConfig(
+        free_bits=1.0, attribute_loss="regression", attribute_weight=2.0, attribute_dimension=1
+    ),
+    # The gradient check's objective: the ELBO plus every attribute term.
+    "attribute-sign": LossConfig(
+        free_bits=1.0,
+        max_beta=0.5,
+        beta_rate=0.99,
+        attribute_loss="sign",
+        attribute_weight=2.0,
+        attribute_sign_scale=0.5,  # unsaturated tanh: the term and its gradient are not ~0
+        attribute_decorrelation=0.5,
+    ),
 }
-GRADIENT_LOSS = "categorical"
+GRADIENT_LOSS = "attribute-sign"
+ATTRIBUTE_METRICS = ("attribute_regulariser", "attribute_decorrelation")
 BETA_STEP = 50
 
 
@@ -185,24 +205,39 @@ def _jax_objective(config: ModelConfig):
     model = MusicVAE(config)
     loss_cfg = LOSS_VARIANTS[GRADIENT_LOSS]
 
-    def objective(params, tokens, condition, eps, token_keep):
+    def objective(params, tokens, condition, eps, token_keep, attribute):
         out = model.apply({"params": params}, tokens, condition, eps, token_keep=token_keep)
         beta = schedules.beta(BETA_STEP, loss_cfg)
-        value, _ = elbo_loss(out["logits"], tokens, out["mu"], out["sigma"], loss_cfg, config, beta)
+        value, _ = _jax_loss(out, tokens, loss_cfg, config, beta, attribute)
         return value, out
 
     return jax.jit(jax.value_and_grad(objective, has_aux=True))
 
 
+def _jax_loss(out, tokens, loss_cfg, config, beta, attribute):
+    return elbo_loss(
+        out["logits"],
+        tokens,
+        out["mu"],
+        out["sigma"],
+        loss_cfg,
+        config,
+        beta,
+        z=out["z"],
+        attribute=attribute,
+    )
+
+
 def jax_teacher_forced(h: Harness) -> TeacherForced:
     tokens, condition = h.j(h.tokens.astype(np.int32)), h.j(h.condition)
+    attribute = h.j(h.attribute)
     (_, out), grads = _jax_objective(h.config)(
-        h.params, tokens, condition, h.j(h.eps), h.j(h.token_keep)
+        h.params, tokens, condition, h.j(h.eps), h.j(h.token_keep), attribute
     )
     metrics = {}
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
-        _, m = elbo_loss(out["logits"], tokens, out["mu"], out["sigma"], loss_cfg, h.config, beta)
+        _, m = _jax_loss(out, tokens, loss_cfg, h.config, beta, attribute)
         metrics[variant] = {k: float(v) for k, v in m.items()}
     flat = traverse_util.flatten_dict(jax.device_get(grads))
     return TeacherForced(
@@ -227,7 +262,15 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
         value, m = torch_loss.elbo_loss(
-            out["logits"], tokens, out["mu"], out["sigma"], loss_cfg, h.config, beta
+            out["logits"],
+            tokens,
+            out["mu"],
+            out["sigma"],
+            loss_cfg,
+            h.config,
+            beta,
+            z=out["z"],
+            attribute=h.t(h.attribute),
         )
         metrics[variant] = {k: float(v) for k, v in m.items()}
         if variant == GRADIENT_LOSS:
@@ -263,7 +306,8 @@ def check_loss(h: Harness) -> Iterator[CheckResult]:
     for variant in LOSS_VARIANTS:
         errors = {
             k: _rel(got.metrics[variant][k], ref.metrics[variant][k])
-            for k in ("loss", "recon", "kl", "kl_cost", "accuracy")
+            for k in ("loss", "recon", "kl", "kl_cost", "accuracy", *ATTRIBUTE_METRICS)
+            if k in ref.metrics[variant]
         }
         worst = max(errors, key=errors.get)
         yield CheckResult(
@@ -369,7 +413,13 @@ def check_generation(h: Harness) -> Iterator[CheckResult]:
 
 def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
     model_cfg = h.config
-    loss_cfg = LossConfig(free_bits=0.5, max_beta=0.5, beta_rate=0.9)
+    loss_cfg = LossConfig(
+        free_bits=0.5,
+        max_beta=0.5,
+        beta_rate=0.9,
+        attribute_loss="regression",
+        attribute_decorrelation=0.5,
+    )
     optim_cfg = OptimConfig(learning_rate=3e-3, decay_rate=0.95, clip_norm=5.0)
     sampling_cfg = SamplingConfig(token_dropout=0.25)
     rng = np.random.default_rng(1)
@@ -384,10 +434,15 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         condition = rng.random(BATCH).astype(np.float32) if model_cfg.uses_condition else None
         eps = rng.standard_normal((BATCH, model_cfg.noise_size)).astype(np.float32)
         keep = (rng.random(tokens.shape) >= sampling_cfg.token_dropout).astype(np.float32)
+        attribute = rng.standard_normal(BATCH).astype(np.float32)
         torch_train.train_step(
             h.torch_model,
             optimizer,
-            {"tokens": h.t(tokens, torch.long), "condition": h.t(condition)},
+            {
+                "tokens": h.t(tokens, torch.long),
+                "condition": h.t(condition),
+                "attribute": h.t(attribute),
+            },
             step,
             loss_cfg,
             optim_cfg,
@@ -395,7 +450,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
             eps=h.t(eps),
             token_keep=h.t(keep),
         )
-        batch = {"tokens": h.j(tokens.astype(np.int32))}
+        batch = {"tokens": h.j(tokens.astype(np.int32)), "attribute": h.j(attribute)}
         if condition is not None:
             batch["condition"] = h.j(condition)
         state, _ = step_fn(

@@ -472,13 +472,13 @@ def run_bidirectional_stack(
     With `cudnn`, one cuDNN call where `cudnn_lstm_usable` allows it.
     """
     if cudnn and cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
-        return run_bidirectional_stack_cudnn(stack, xs, hidden)
+        return (*run_bidirectional_stack_cudnn(stack, xs, hidden), None)
     h_fwd = h_bwd = None
     xs = jnp.swapaxes(xs, 0, 1)
     for k, layer in enumerate(stack):
         xs = layer_input(xs, k, dropout_rate, dropout_key)
         h_fwd, h_bwd, xs = run_bidirectional_layer(cell, layer, xs, hidden, dtype, gradient)
-    return h_fwd, h_bwd
+    return h_fwd, h_bwd, xs
 
 
 def stack_step(

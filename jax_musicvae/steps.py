@@ -125,7 +125,17 @@ def loss_and_metrics(
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     out = _forward(params, batch, noise, sampling_probability, model, sampling, dropout_key)
-    return elbo_loss(out["logits"], batch["tokens"], out["mu"], out["sigma"], loss, model, beta)
+    return elbo_loss(
+        out["logits"],
+        batch["tokens"],
+        out["mu"],
+        out["sigma"],
+        loss,
+        model,
+        beta,
+        z=out["z"],
+        attribute=batch.get("attribute"),
+    )
 
 
 def train_step(
@@ -171,7 +181,17 @@ def eval_step(
     variables = {"params": params}
     tokens, condition = batch["tokens"], batch.get("condition")
     out = vae.apply(variables, tokens, condition, eps)
-    _, metrics = elbo_loss(out["logits"], tokens, out["mu"], out["sigma"], loss, model, 1.0)
+    _, metrics = elbo_loss(
+        out["logits"],
+        tokens,
+        out["mu"],
+        out["sigma"],
+        loss,
+        model,
+        1.0,
+        z=out["mu"],
+        attribute=batch.get("attribute"),
+    )
     codes = jnp.concatenate([out["z"], out["mu"], jnp.roll(out["mu"], 1, axis=0)])
     cond = None if condition is None else jnp.concatenate([condition] * 3)
     decoded = vae.apply(variables, codes, cond, method=MusicVAE.generate)["tokens"]

@@ -32,10 +32,11 @@ from jax_musicvae import checkpoints as ckpt
 from jax_musicvae import schedules
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.loader import make_loader
-from jax_musicvae.data.source import load_manifest, most_frequent_token
+from jax_musicvae.data.source import WindowSource, load_manifest, most_frequent_token
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
 from jax_musicvae.models import MusicVAE, init_params
+from jax_musicvae.statistics import attribute_quantiles, gaussianise
 from jax_musicvae.steps import create_state, draw_noise, eval_step, train_step
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,35 @@ def check_dataset(data_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
     return manifest
 
 
+def freeze_attribute_transform(config: ExperimentConfig, data_dir: Path) -> ExperimentConfig:
+    """Fill loss.attribute_quantiles from the training split, once (a resumed run keeps them)."""
+    loss = config.loss
+    if not loss.uses_attribute or loss.attribute_quantiles:
+        return config
+    source = WindowSource(data_dir, config.data.train_split, config.data.danceability)
+    values = np.asarray(source.condition, np.float32)
+    if np.isnan(values).any():
+        raise ConfigError(
+            f"{data_dir}: {int(np.isnan(values).sum())} training windows have no "
+            f"danceability; the attribute loss needs one for every window (use "
+            f"--set data.danceability=window, or build the dataset with --missing drop)"
+        )
+    try:
+        quantiles = attribute_quantiles(values)
+    except ValueError as error:
+        level = config.data.danceability
+        raise ConfigError(f"{data_dir}: {level}-level danceability: {error}") from None
+    logger.info(
+        "attribute transform frozen from %d %s-level values (median %.3f)",
+        len(values),
+        config.data.danceability,
+        quantiles[len(quantiles) // 2],
+    )
+    return dataclasses.replace(
+        config, loss=dataclasses.replace(loss, attribute_quantiles=quantiles)
+    )
+
+
 @dataclasses.dataclass
 class Run:
     """Everything the loop carries between steps besides the TrainState."""
@@ -191,6 +221,12 @@ class Trainer:
 
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Assemble the global batch from each process's rows (rows ordered by process)."""
+        loss = self.config.loss
+        if loss.uses_attribute:
+            local = {
+                **local,
+                "attribute": gaussianise(local["condition"], loss.attribute_quantiles),
+            }
         out = {}
         for name, value in local.items():
             if name == "condition" and not self.config.model.uses_condition:
@@ -252,6 +288,7 @@ class _Loaders:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             worker_count=config.data.worker_count,
+            danceability=config.data.danceability,
         )
         self.train_loader = make_loader(
             data_dir, config.data.train_split, seed=train.seed, shuffle=True, **common
@@ -395,6 +432,7 @@ def train(
     data_dir, workdir = Path(data_dir), Path(workdir)
     manifest = check_dataset(data_dir, config)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(data_dir)))
+    config = freeze_attribute_transform(config, data_dir)
     tc = config.train
     lead = jax.process_index() == 0
     checkpoint_dir = workdir / ckpt.CHECKPOINT_DIR

@@ -1,7 +1,7 @@
 """Every parity check for every combination, as pytest cases (CPU).
 
 The default run checks a smoke set that covers both cells, both wirings, every
-conditioning and the flat decoder; the rest of the matrix is marked slow (run by
+conditioning, the flat decoder and the encoder's chunk readout; the rest of the matrix is marked slow (run by
 `.ci/run` and `pytest -m slow`).
 """
 
@@ -16,7 +16,7 @@ COMBINATIONS = suite.combinations()
 SMOKE = (
     "lstm/latent/magenta",
     "gru/decoder/original",
-    "lstm/encoder/original",
+    "lstm/encoder/magenta-readout2",
     "gru/none/magenta-flat",
 )
 CASES = [
@@ -32,6 +32,7 @@ def test_smoke_set_covers_every_option() -> None:
     assert {c.wiring for c in chosen} == {"original", "magenta"}
     assert {c.conditioning for c in chosen} == {"none", "encoder", "latent", "decoder"}
     assert any(c.bars == 1 for c in chosen)
+    assert any(c.readout for c in chosen)
 
 
 @pytest.mark.parametrize("combo", CASES)
@@ -46,9 +47,9 @@ def test_combination_agrees(combo: suite.Combination) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_suite_covers_sixteen_plus_flat() -> None:
+def test_suite_covers_sixteen_plus_flat_plus_readout() -> None:
     names = {c.name for c in COMBINATIONS}
-    assert len(names) == 18
+    assert len(names) == 20
     assert {"gru/decoder/original", "lstm/latent/magenta", "gru/none/magenta-flat"} <= names
 
 

@@ -11,11 +11,14 @@ import pytest
 from helpers import make_checkpoint, random_params, run_cli, tiny_model_experiment
 from scipy.stats import spearmanr
 
-from jax_musicvae.analysis import AnalysisSettings, markdown_table, pca_2d, spearman
-from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector, melody_rhythm
+from jax_musicvae.analysis import AnalysisSettings, control_values, markdown_table, pca_2d
+from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.representations import Melody90, PianoRoll61
+from jax_musicvae.data.rhythm import melody_rhythm
+from jax_musicvae.data.source import WindowSource
 from jax_musicvae.generate import TrainedModel
+from jax_musicvae.statistics import spearman
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -76,6 +79,14 @@ def test_token_onsets_for_both_representations():
     np.testing.assert_array_equal(melody_rhythm(roll, PianoRoll61()).onset_steps, [2, 4, 6, 9])
 
 
+def test_default_requests_are_the_deciles_of_the_training_windows(generation_dataset):
+    estimates = WindowSource(generation_dataset, "train").window_danceability
+    expected = np.quantile(estimates, np.linspace(0.1, 0.9, 9))
+    values = control_values(generation_dataset, AnalysisSettings())
+    assert values == pytest.approx(expected, abs=1e-4)
+    assert control_values(generation_dataset, AnalysisSettings(values=(0.2, 0.4))) == (0.2, 0.4)
+
+
 def test_pca_orders_axes_by_variance():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 5)) * np.array([5.0, 0.1, 2.0, 0.1, 0.1])
@@ -94,16 +105,18 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
     vector = compute_attribute_vector(model, generation_dataset, fraction=0.5)
     vector.save(steered / "checkpoints" / "0" / ATTRIBUTE_FILE)
     out = tmp_path / "analysis"
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     argv = ["analyze", "--checkpoints", steered, plain, "--data", generation_dataset, "--out", out]
     argv += ["--max-windows", "8", "--samples-per-value", "2", "--edit-windows", "2"]
     argv += ["--temperature", "1", "--batch-size", "1", "--prior-samples", "4"]
+    argv += ["--values", ",".join(str(v) for v in values)]
     assert run_cli(*argv) == 0
 
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["split"] == "test" and len(report["models"]) == 2
     for result in report["models"]:
         assert result["conditioning"] == "none" and result["windows"] == 8
-        assert result["values"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+        assert result["values"] == pytest.approx(values)
         assert math.isfinite(result["elbo"]) and result["elbo"] < 0
         assert result["kl_bits"] >= 0
         for key in (
@@ -125,11 +138,18 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
         assert with_vector[key] is not None and -1 <= with_vector[key] <= 1
         assert without[key] is None  # `none` without an attribute vector cannot be steered
     assert 0 <= with_vector["edit_keeps"] <= 1 and without["edit_keeps"] is None
+    for kind in ("generated", "edited"):
+        measures = with_vector[kind]
+        for key in ("validity", "diversity", "linearity"):
+            assert 0 <= measures[key] <= 1, key
+        assert len(measures["held_out_rho"]) == 8 and without[kind] is None
     for kind in ("generated", "edited", "keeps"):
         curve = with_vector["curves"][kind]
         assert len(curve) == 9 and all(0 <= v <= 1 for v in curve)
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 9 and table[2].startswith(f"| {steered} | none | 8 |")
+    assert len(table) == 14 and table[2].startswith(f"| {steered} | none | 8 |")
+    assert table[12].startswith(f"| {steered} | generated | ")
+    assert table[13].startswith(f"| {steered} | edited | ")
     assert table[3].endswith("| n/a | n/a | n/a |")
     assert table[7].startswith(f"| {steered} | ") and table[8].startswith(f"| {plain} | ")
     for name in ("control.png", "mu_pca.png"):

@@ -36,6 +36,36 @@ def _bernoulli_terms(logits: Tensor, tokens: Tensor, target_smoothing: float) ->
     return -(y * log_p + (1.0 - y) * log_1mp)
 
 
+def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Tensor]:
+    """Attribute regulariser of z[:, r] and decorrelation of the other dimensions.
+
+    z [B, n] (encoded dimensions), target [B] (the Gaussianised attribute); the
+    formulas are those of LossConfig's docstring.
+    """
+    r = cfg.attribute_dimension
+    z_r = z[:, r]
+    if cfg.attribute_loss == "sign":
+        close = torch.tanh(cfg.attribute_sign_scale * (z_r[:, None] - z_r[None, :]))
+        order = torch.sign(target[:, None] - target[None, :])
+        regulariser = (close - order).abs().mean()
+    else:
+        regulariser = (z_r - target).abs().mean()
+    others = torch.cat([z[:, :r], z[:, r + 1 :]], dim=-1)
+    others = others - others.mean(dim=0)
+    centred = target - target.mean()
+    variance = others.square().sum(dim=0) * centred.square().sum()
+    decorrelation = ((centred @ others).square() / (variance + 1e-8)).sum()
+    z_c = z_r - z_r.mean()
+    correlation = (centred * z_c).sum() / torch.sqrt(
+        centred.square().sum() * z_c.square().sum() + 1e-8
+    )
+    return {
+        "attribute_regulariser": regulariser,
+        "attribute_decorrelation": decorrelation,
+        "attribute_correlation": correlation.detach(),
+    }
+
+
 def elbo_loss(
     logits: Tensor,
     tokens: Tensor,
@@ -45,12 +75,15 @@ def elbo_loss(
     model_config: ModelConfig,
     beta: float,
     mask: Tensor | None = None,
+    z: Tensor | None = None,
+    attribute: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
 
     logits [B, T, D], tokens [B, T], mu/sigma [B, noise_size] (only the first
     `encoded_size` dims enter the KL: the appended c of `latent` does not), mask
-    [B, T] (1 = valid step; default all ones).
+    [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`,
+    plus the attribute terms of the sampled z against `attribute` [B].
     """
     if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(
@@ -79,6 +112,12 @@ def elbo_loss(
     recon = recon_b.mean()
     kl_cost = kl_cost_b.mean()
     loss = recon + beta * kl_cost
+    extra = {}
+    if loss_config.uses_attribute:
+        extra = attribute_terms(z[:, : model_config.encoded_size], attribute, loss_config)
+        if loss_config.attribute_loss != "none":
+            loss = loss + loss_config.attribute_weight * extra["attribute_regulariser"]
+        loss = loss + loss_config.attribute_decorrelation * extra["attribute_decorrelation"]
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)
@@ -92,5 +131,6 @@ def elbo_loss(
             "beta": torch.tensor(float(beta), dtype=logits.dtype),
             "elbo": -(recon_b + kl_b).mean(),
             "accuracy": (mask * correct).sum() / mask.sum(),
+            **{name: value.detach() for name, value in extra.items()},
         }
     return loss, metrics

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from jax_musicvae import schedules
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
+from jax_musicvae.statistics import gaussianise
 from torch_reference.loss import elbo_loss
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def train_step(
         model.cfg,
         beta,
         mask=batch.get("mask"),
+        z=out["z"],
+        attribute=batch.get("attribute"),
     )
     loss.backward()
     grad_norm = clip_gradients(model, optim_cfg)
@@ -135,13 +138,27 @@ def train_step(
 
 
 def _to_torch(batch: Mapping[str, Any], device: torch.device) -> dict[str, Tensor | None]:
-    dtypes = {"tokens": torch.long, "condition": torch.float32, "mask": torch.float32}
+    dtypes = {
+        "tokens": torch.long,
+        "condition": torch.float32,
+        "mask": torch.float32,
+        "attribute": torch.float32,
+    }
     return {
         name: None
         if batch.get(name) is None
         else torch.as_tensor(np.asarray(batch[name]), dtype=dtype, device=device)
         for name, dtype in dtypes.items()
     }
+
+
+def attribute_targets(batch: Mapping[str, Any], loss_cfg: LossConfig) -> np.ndarray:
+    """The Gaussianised danceability of a batch's `condition` (the attribute loss's target)."""
+    if batch.get("condition") is None or not loss_cfg.attribute_quantiles:
+        raise ValueError(
+            "the attribute loss needs each batch's `condition` and loss.attribute_quantiles"
+        )
+    return gaussianise(np.asarray(batch["condition"]), loss_cfg.attribute_quantiles)
 
 
 def train(
@@ -164,6 +181,8 @@ def train(
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for step, numpy_batch in enumerate(itertools.islice(batches, num_steps)):
+            if loss_cfg.uses_attribute and numpy_batch.get("attribute") is None:
+                numpy_batch = {**numpy_batch, "attribute": attribute_targets(numpy_batch, loss_cfg)}
             batch = _to_torch(numpy_batch, device)
             noise = sample_noise(
                 model.cfg,

@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("start", type=Path, help="first MIDI file")
     p.add_argument("end", type=Path, help="last MIDI file")
     p.add_argument("--steps", type=int, default=5, help="melodies, both ends included")
+    p.add_argument(
+        "--danceability", type=_unit, default=None, help="hold every step at this c in [0, 1]"
+    )
     p.set_defaults(func=_guard(run_interpolate))
 
     p = subparsers.add_parser("reconstruct", help="encode and decode a melody")
@@ -118,9 +121,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--prior-samples", type=int, default=256, help="samples for validity")
     p.add_argument("--prior-temperature", type=float, default=0.5, help="their temperature")
+    p.add_argument(
+        "--values",
+        type=_values,
+        default=(),
+        help="requested danceabilities, comma-separated (default: the nine deciles of the "
+        "training windows' rhythm estimate)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_guard(run_analyze))
+
+
+def _values(text: str) -> tuple[float, ...]:
+    values = tuple(_unit(part) for part in text.split(","))
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError("give at least two values, e.g. 0.6,0.7,0.8")
+    return values
 
 
 def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -196,7 +213,7 @@ def _roll(model, sequences: list[np.ndarray], titles: list[str], path: Path) -> 
 
 
 def _estimate(model, tokens: np.ndarray) -> float:
-    from jax_musicvae.attributes import melody_danceability
+    from jax_musicvae.data.rhythm import melody_danceability
 
     return melody_danceability(tokens, model.representation, 120.0)
 
@@ -216,7 +233,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_interpolate(args: argparse.Namespace) -> int:
     model = _load(args)
-    tokens = model.interpolate(args.start, args.end, args.steps, args.temperature, args.seed)
+    tokens = model.interpolate(
+        args.start, args.end, args.steps, args.temperature, args.seed, args.danceability
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     titles = []
     for i, melody in enumerate(tokens):
@@ -308,6 +327,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         prior_samples=args.prior_samples,
         prior_temperature=args.prior_temperature,
+        values=args.values,
         seed=args.seed,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)

@@ -11,6 +11,8 @@ Layout of a dataset folder (all arrays load with ``np.load(..., mmap_mode="r")``
     <split>/tokens.npy         uint8 [N, T]  token windows (T = bars * 16)
     <split>/song.npy           int32 [N]     song index of each window
     <split>/condition.npy      float32 [N]   the song's danceability (NaN when none)
+    <split>/window_danceability.npy
+                               float32 [N]   the rhythm estimate of the window itself
     <split>/transpose.npy      int8 [N]      semitones applied (0 = original window)
 
 for split in train, validation, test. Songs are split, not windows, so no
@@ -47,8 +49,10 @@ import tqdm
 
 from jax_musicvae.data import midi_io, windows
 from jax_musicvae.data.representations import STEPS_PER_BAR, get_representation
-from jax_musicvae.data.source import SPLITS
+from jax_musicvae.data.rhythm import window_danceability_estimates
+from jax_musicvae.data.source import SPLITS, WINDOW_DANCEABILITY_FILE
 from jax_musicvae.data.types import SongInfo, SongRhythm
+from jax_musicvae.statistics import spearman
 
 if TYPE_CHECKING:
     from jax_musicvae.data.danceability import DanceabilitySource
@@ -501,7 +505,17 @@ def build_dataset(
             _write_array(tmp / split / "song.npy", song_ix.astype(np.int32), digest)
             _write_array(tmp / split / "condition.npy", cond.astype(np.float32), digest)
             _write_array(tmp / split / "transpose.npy", shift.astype(np.int8), digest)
+            window_value = window_danceability_estimates(tokens, rep)
+            _write_array(tmp / split / WINDOW_DANCEABILITY_FILE, window_value, digest)
             counts[split] = {"songs": len(rows), "windows": int(len(tokens))}
+            labelled = ~np.isnan(cond)
+            if labelled.sum() > 1:
+                # What a model conditioned on the song's value can reach when it is
+                # scored against each window's own rhythm (docs/danceability-control.md).
+                rho = spearman(cond[labelled], window_value[labelled])
+                counts[split]["song_vs_window_danceability_spearman"] = (
+                    None if math.isnan(rho) else round(rho, 4)
+                )
         songs_text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in song_rows)
         (tmp / "songs.jsonl").write_text(songs_text)
         digest.update(songs_text.encode())

@@ -11,7 +11,8 @@ per epoch from `seed`, and its iterator's position is exact and portable:
     it = iter(loader); it.set_state(state)   # resumes with the very next batch
 
 Batches are `{"tokens": int32 [B, T], "condition": float32 [B]}`; condition is
-the song's danceability (NaN for a dataset built without one).
+the song's danceability (NaN for a dataset built without one) or, with
+`danceability="window"`, the rhythm estimate of the window itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def make_loader(
     process_count: int = 1,
     drop_remainder: bool = True,
     worker_count: int = 0,
+    danceability: str = "song",
 ) -> grain.DataLoader:
     """A grain DataLoader of batches of one split (endless when num_epochs is None).
 
@@ -43,7 +45,7 @@ def make_loader(
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} not in [0, {process_count})")
-    source = WindowSource(root, split)
+    source = WindowSource(root, split, danceability)
     if len(source) < process_count * batch_size and drop_remainder:
         raise ValueError(
             f"{root}/{split}: {len(source)} windows cannot fill a batch of {batch_size} "

@@ -81,6 +81,10 @@ class ValidityBounds:
     def to_dict(self) -> dict[str, Any]:
         return {name: list(bound) for name, bound in self.bounds.items()}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ValidityBounds:
+        return cls({name: (float(low), float(high)) for name, (low, high) in values.items()})
+
 
 def interpolation_smoothness(paths: np.ndarray) -> float:
     """Mean token agreement of adjacent steps of interpolations [P, steps, T] (1: no jumps)."""

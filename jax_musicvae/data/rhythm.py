@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jax_musicvae.data.representations import Representation
 from jax_musicvae.data.types import SongRhythm
 
 STEPS_PER_BEAT = 4
@@ -128,3 +129,28 @@ def estimate_danceability(rhythm: SongRhythm) -> float:
     features = rhythm_features(rhythm)
     value = sum(w * features[name] for name, w in WEIGHTS.items())
     return float(np.clip(value, 0.0, 1.0))
+
+
+def melody_rhythm(
+    tokens: np.ndarray, representation: Representation, tempo_bpm: float = 120.0
+) -> SongRhythm:
+    """A SongRhythm from token onsets: melody90 note-ons, pianoroll61 changes of sounding pitch.
+
+    `representation.decode` yields exactly those onsets (pianoroll61 merges equal
+    neighbours into one note, melody90 starts a note at every note-on token).
+    """
+    tokens = np.asarray(tokens)
+    onsets = representation.decode(tokens).onsets
+    return SongRhythm(onsets.astype(np.int32), len(tokens), float(tempo_bpm))
+
+
+def melody_danceability(
+    tokens: np.ndarray, representation: Representation, tempo_bpm: float = 120.0
+) -> float:
+    """The `rhythm` danceability estimate of one token sequence (0 without notes)."""
+    return estimate_danceability(melody_rhythm(tokens, representation, tempo_bpm))
+
+
+def window_danceability_estimates(tokens: np.ndarray, representation: Representation) -> np.ndarray:
+    """`melody_danceability` of each window [N, T] (the window-level danceability)."""
+    return np.array([melody_danceability(t, representation) for t in tokens], np.float32)

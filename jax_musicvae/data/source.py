@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from jax_musicvae.data.representations import get_representation
+from jax_musicvae.data.rhythm import window_danceability_estimates
+
 SPLITS = ("train", "validation", "test")
+# What a window's `condition` is: its song's danceability (the dataset's source), or
+# the rhythm estimate of the window itself (`data.rhythm.melody_danceability`).
+DANCEABILITY_LEVELS = ("song", "window")
+WINDOW_DANCEABILITY_FILE = "window_danceability.npy"
 
 
 def load_manifest(root: str | Path) -> dict[str, Any]:
@@ -40,11 +47,16 @@ class WindowSource:
     the files themselves instead of receiving copies of the arrays.
     """
 
-    def __init__(self, root: str | Path, split: str = "train") -> None:
+    def __init__(self, root: str | Path, split: str = "train", danceability: str = "song") -> None:
         if split not in SPLITS:
             raise ValueError(f"split={split!r} must be one of {', '.join(SPLITS)}")
+        if danceability not in DANCEABILITY_LEVELS:
+            raise ValueError(
+                f"danceability={danceability!r} must be one of {', '.join(DANCEABILITY_LEVELS)}"
+            )
         self.root = Path(root)
         self.split = split
+        self.danceability = danceability
         self.manifest = load_manifest(root)
         self._arrays: dict[str, np.ndarray] | None = None
 
@@ -55,6 +67,13 @@ class WindowSource:
                 name: np.load(folder / f"{name}.npy", mmap_mode="r")
                 for name in ("tokens", "condition", "song", "transpose")
             }
+            window = folder / WINDOW_DANCEABILITY_FILE
+            if window.is_file():
+                self._arrays["window_danceability"] = np.load(window, mmap_mode="r")
+            else:  # a dataset built before the file existed: estimate it (about 0.3 ms a window)
+                rep = get_representation(self.manifest["representation"])
+                tokens = self._arrays["tokens"]
+                self._arrays["window_danceability"] = window_danceability_estimates(tokens, rep)
         return self._arrays
 
     @property
@@ -62,8 +81,19 @@ class WindowSource:
         return self._open()["tokens"]
 
     @property
-    def condition(self) -> np.ndarray:
+    def song_danceability(self) -> np.ndarray:
+        """The song's danceability per window (NaN where the dataset has none)."""
         return self._open()["condition"]
+
+    @property
+    def window_danceability(self) -> np.ndarray:
+        """The rhythm estimate of each window itself."""
+        return self._open()["window_danceability"]
+
+    @property
+    def condition(self) -> np.ndarray:
+        """The danceability this source was opened with (`song` or `window`) per window."""
+        return self._open()["condition" if self.danceability == "song" else "window_danceability"]
 
     @property
     def song(self) -> np.ndarray:
@@ -76,14 +106,17 @@ class WindowSource:
         arrays = self._open()
         return {
             "tokens": arrays["tokens"][index].astype(np.int32),
-            "condition": np.float32(arrays["condition"][index]),
+            "condition": np.float32(self.condition[index]),
         }
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}
 
     def __repr__(self) -> str:
-        return f"WindowSource(root={str(self.root)!r}, split={self.split!r})"
+        return (
+            f"WindowSource(root={str(self.root)!r}, split={self.split!r}, "
+            f"danceability={self.danceability!r})"
+        )
 
 
 def most_frequent_token(root: str | Path, split: str = "train") -> int:

@@ -1,0 +1,293 @@
+"""Danceability control: the frozen attribute transform, the attribute loss terms,
+window-level danceability, training and generation with the attribute dimension, and
+the control measures of `jax_musicvae.control`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config, write_midi_file
+
+from jax_musicvae.config import ConfigError, LossConfig
+from jax_musicvae.control import (
+    control_measures,
+    diversity,
+    edit_keeps,
+    rhythm_estimates,
+    traversal_linearity,
+)
+from jax_musicvae.data.dataset import BuildSettings, build_dataset
+from jax_musicvae.data.melody_stats import ValidityBounds
+from jax_musicvae.data.representations import Melody90
+from jax_musicvae.data.rhythm import melody_danceability, window_danceability_estimates
+from jax_musicvae.data.source import WindowSource, load_manifest
+from jax_musicvae.experiment import ExperimentConfig
+from jax_musicvae.generate import TrainedModel
+from jax_musicvae.losses import attribute_terms
+from jax_musicvae.statistics import attribute_quantiles, degaussianise, gaussianise, spearman
+from jax_musicvae.train import train
+from torch_reference.loss import attribute_terms as torch_attribute_terms
+
+MEL = Melody90()
+
+
+# ------------------------------------------------------------- the transform
+
+
+def test_gaussianise_is_a_standard_normal_score_and_inverts():
+    values = np.random.default_rng(0).gamma(2.0, 0.1, 4000)
+    quantiles = attribute_quantiles(values)
+    scores = gaussianise(values, quantiles)
+    assert abs(scores.mean()) < 0.02 and abs(scores.std() - 1.0) < 0.03
+    assert np.all(np.diff(scores[np.argsort(values)]) >= 0)  # order kept
+    middle = np.quantile(values, [0.2, 0.5, 0.8])
+    np.testing.assert_allclose(
+        degaussianise(gaussianise(middle, quantiles), quantiles), middle, rtol=1e-5
+    )
+    # Outside the training range: the ends of the range, not infinity.
+    ends = gaussianise(np.array([-10.0, 10.0]), quantiles)
+    assert np.all(np.isfinite(ends)) and ends[0] < -2.5 and ends[1] > 2.5
+
+
+def test_gaussianise_with_ties_keeps_one_score_per_value():
+    labels = np.repeat([0.1, 0.6, 0.9], [200, 500, 300])
+    scores = gaussianise(labels, attribute_quantiles(labels))
+    assert len(np.unique(scores)) == 3
+    assert scores[0] < scores[200] < scores[-1]
+
+
+def test_attribute_quantiles_refuse_a_constant():
+    with pytest.raises(ValueError, match="two distinct"):
+        attribute_quantiles(np.full(10, 0.5))
+
+
+def test_attribute_settings_are_checked():
+    with pytest.raises(ConfigError, match="attribute_loss"):
+        LossConfig(attribute_loss="ranking")
+    with pytest.raises(ConfigError, match="sorted"):
+        LossConfig(attribute_loss="regression", attribute_quantiles=(0.5, 0.2))
+    config = tiny_config()
+    with pytest.raises(ConfigError, match="attribute_dimension=3 must be below the 3"):
+        ExperimentConfig(
+            model=config.model, loss=LossConfig(attribute_loss="sign", attribute_dimension=3)
+        )
+    # Stored as a JSON list, rebuilt as a (hashable) tuple.
+    loss = LossConfig(attribute_loss="regression", attribute_quantiles=[0.1, 0.5, 0.9])
+    assert loss.attribute_quantiles == (0.1, 0.5, 0.9) and hash(loss)
+
+
+# ------------------------------------------------------------- the loss terms
+
+
+def _reference_terms(z: np.ndarray, t: np.ndarray, r: int, scale: float) -> dict[str, float]:
+    """The formulas of LossConfig's docstring, written out with loops."""
+    m = len(t)
+    sign = np.mean(
+        [
+            abs(np.tanh(scale * (z[i, r] - z[j, r])) - np.sign(t[i] - t[j]))
+            for i in range(m)
+            for j in range(m)
+        ]
+    )
+    decorrelation = sum(np.corrcoef(z[:, k], t)[0, 1] ** 2 for k in range(z.shape[1]) if k != r)
+    return {
+        "regression": float(np.mean(np.abs(z[:, r] - t))),
+        "sign": float(sign),
+        "decorrelation": float(decorrelation),
+        "correlation": float(np.corrcoef(z[:, r], t)[0, 1]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["regression", "sign"])
+def test_attribute_terms_match_their_formulas_in_both_frameworks(kind):
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(7, 5)).astype(np.float32)
+    t = rng.normal(size=7).astype(np.float32)
+    loss = LossConfig(attribute_loss=kind, attribute_dimension=2, attribute_sign_scale=2.0)
+    expected = _reference_terms(z.astype(np.float64), t.astype(np.float64), 2, 2.0)
+    flax = attribute_terms(jnp.asarray(z), jnp.asarray(t), loss)
+    reference = torch_attribute_terms(torch.tensor(z), torch.tensor(t), loss)
+    for terms in (flax, reference):
+        assert float(terms["attribute_regulariser"]) == pytest.approx(expected[kind], rel=1e-5)
+        assert float(terms["attribute_decorrelation"]) == pytest.approx(
+            expected["decorrelation"], rel=1e-4
+        )
+        assert float(terms["attribute_correlation"]) == pytest.approx(
+            expected["correlation"], rel=1e-4
+        )
+
+
+# ------------------------------------------------- window-level danceability
+
+
+def test_dataset_carries_window_danceability_and_the_ceiling(train_dataset):
+    source = WindowSource(train_dataset, "train", "window")
+    expected = window_danceability_estimates(np.asarray(source.tokens), MEL)
+    np.testing.assert_allclose(source.condition, expected, rtol=1e-6)
+    assert (train_dataset / "train" / "window_danceability.npy").is_file()
+    assert source[3]["condition"] == pytest.approx(melody_danceability(source.tokens[3], MEL))
+    song = WindowSource(train_dataset, "train")
+    assert not np.allclose(song.condition, source.condition)
+    with pytest.raises(ValueError, match="danceability='bar' must be one of song, window"):
+        WindowSource(train_dataset, "train", "bar")
+
+
+def test_the_manifest_gives_the_song_level_ceiling(tmp_path):
+    """Dense songs labelled danceable, sparse ones not: the window estimate agrees."""
+
+    class ByRhythm:
+        def values(self, songs, rhythms):
+            return {s.song_id: 0.9 if int(s.song_id[4:6]) % 2 else 0.2 for s in songs}
+
+    (tmp_path / "midi").mkdir()
+    for i in range(6):
+        step = 120 if i % 2 else 960  # sixteenths or half notes
+        notes = [(k * step, step, 60 + k % 7) for k in range(8 * 1920 // step)]
+        write_midi_file(tmp_path / "midi" / f"song{i:02d}.mid", [(0, False, notes)])
+    build_dataset(
+        str(tmp_path / "midi"),
+        tmp_path / "ds",
+        BuildSettings(num_bars=2, split=(1.0, 0.0, 0.0), representation="melody90"),
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        danceability_source=ByRhythm(),
+    )
+    counts = load_manifest(tmp_path / "ds")["counts"]["splits"]["train"]
+    source = WindowSource(tmp_path / "ds", "train")
+    expected = spearman(source.song_danceability, source.window_danceability)
+    assert expected > 0.8
+    assert counts["song_vs_window_danceability_spearman"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_dataset_without_the_file_estimates_it(train_dataset, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(train_dataset, copy)
+    (copy / "validation" / "window_danceability.npy").unlink()
+    old = WindowSource(copy, "validation", "window").condition
+    np.testing.assert_allclose(old, WindowSource(train_dataset, "validation", "window").condition)
+
+
+# ------------------------------------------------- training and generation
+
+
+@pytest.fixture(scope="module")
+def controlled(tmp_path_factory, train_dataset):
+    """A tiny model trained 6 steps with the attribute loss (the tiny dataset's windows
+    share one rhythm, so the song-level value is the attribute here)."""
+    workdir = tmp_path_factory.mktemp("controlled")
+    config = tiny_config()
+    config = config.override(
+        [
+            "model.conditioning=none",
+            "loss.attribute_loss=regression",
+            "loss.attribute_decorrelation=0.1",
+        ]
+    )
+    train(config, train_dataset, workdir)
+    return workdir
+
+
+def test_training_freezes_the_transform_into_the_stored_config(controlled, train_dataset):
+    stored = TrainedModel.load(controlled).experiment
+    quantiles = stored.loss.attribute_quantiles
+    values = WindowSource(train_dataset, "train").condition
+    np.testing.assert_allclose(quantiles, attribute_quantiles(values), rtol=1e-6)
+    metrics = [json.loads(line) for line in (controlled / "metrics.jsonl").read_text().splitlines()]
+    trained = [m for m in metrics if m.get("split") == "train"]
+    assert trained and all(np.isfinite(m["attribute_regulariser"]) for m in trained)
+
+
+def test_requests_set_the_attribute_dimension(controlled):
+    model = TrainedModel.load(controlled, batch_size=4)
+    assert model.attribute_dimension == 0 and model.controllable
+    quantiles = model.experiment.loss.attribute_quantiles
+    z, _ = model.prior(4, danceability=[0.6, 0.7, 0.7, 0.8], seed=1)
+    np.testing.assert_allclose(z[:, 0], gaussianise(np.array([0.6, 0.7, 0.7, 0.8]), quantiles))
+    plain, _ = model.prior(4, seed=1)
+    np.testing.assert_array_equal(z[:, 1:], plain[:, 1:])  # the rest of z is untouched
+    with pytest.raises(ConfigError, match="window-level danceability: an attribute needs"):
+        loss = dataclasses.replace(model.experiment.loss, attribute_quantiles=())
+        experiment = dataclasses.replace(model.experiment, loss=loss)
+        experiment = experiment.override(["data.danceability=window"])
+        train(experiment, experiment.data.path, controlled / "window")
+    windows = np.asarray(WindowSource(model.experiment.data.path, "validation").tokens[:2])
+    enc, codes, condition = model.edit_codes(windows, 0.75)
+    assert condition is None
+    np.testing.assert_allclose(codes[:, 0], gaussianise(np.full(2, 0.75), quantiles))
+    np.testing.assert_array_equal(codes[:, 1:], enc.mu[:, 1:])
+    held = model.interpolation_codes(windows[0], windows[1], 3, danceability=0.7)[0]
+    np.testing.assert_allclose(held[..., 0], gaussianise(np.array(0.7), quantiles))
+    assert model.sample(2, 0.7, seed=0).shape == (2, model.config.sequence_length)
+
+
+# ------------------------------------------------------ the control measures
+
+
+def _melody_with_onsets(every: int, pitch: int = 60, steps: int = 32) -> np.ndarray:
+    tokens = np.zeros(steps, np.int32)
+    tokens[::every] = pitch - MEL.low + MEL.first_note_on
+    return tokens
+
+
+def _traversals(values: int, count: int, seed: int) -> np.ndarray:
+    """[V, N, T]: for request v, onsets every (V - v) steps (denser = more danceable),
+    each code its own pitch, with a random extra onset so outputs differ."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((values, count, 32), np.int32)
+    for v in range(values):
+        for n in range(count):
+            row = _melody_with_onsets(values - v + 1, pitch=60 + n % 12)
+            row[rng.integers(1, 32)] = MEL.first_note_on + 40 + n % 5
+            out[v, n] = row
+    return out
+
+
+def test_rhythm_estimates_full_is_the_estimate_and_variants_differ():
+    tokens = _traversals(3, 4, 0).reshape(12, 32)
+    estimates = rhythm_estimates(tokens, MEL)
+    np.testing.assert_allclose(
+        estimates["full"], [melody_danceability(t, MEL) for t in tokens], atol=1e-12
+    )
+    assert not np.allclose(estimates["without_density"], estimates["full"])
+    assert len(estimates) == 9
+
+
+def test_measures_reward_real_control_and_catch_constant_patterns():
+    tokens = _traversals(5, 8, 1)
+    requested = rhythm_estimates(tokens[:, 0], MEL)["full"]
+    bounds = ValidityBounds.fit(tokens.reshape(-1, 32), MEL)
+    good = control_measures(requested, tokens, MEL, bounds, seed=0)
+    assert good["rho"] > 0.8 and good["rho_low"] <= good["rho"] <= good["rho_high"]
+    assert good["linearity"] > 0.5 and good["diversity"] == 1.0
+    assert good["restrictiveness"]["mean_pitch"] > 0.5  # pitch does not move with the request
+    # One fixed melody per request: perfect order, but diversity exposes it.
+    constant = np.repeat(tokens[:, :1], 8, axis=1)
+    gamed = control_measures(requested, constant, MEL, bounds, seed=0)
+    assert gamed["rho"] > 0.8 and gamed["diversity"] == pytest.approx(1 / 8)
+    # Requests ignored: rho near 0, traversals flat.
+    ignored = np.repeat(tokens[2:3], 5, axis=0)
+    flat = control_measures(requested, ignored, MEL, bounds, seed=0)
+    assert flat["rho"] is None or abs(flat["rho"]) < 0.2
+    assert flat["linearity"] == 0.0
+
+
+def test_traversal_linearity_and_diversity_by_hand():
+    requested = np.array([0.1, 0.2, 0.3])
+    assert traversal_linearity(requested, np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])) == 0.5
+    tokens = np.zeros((2, 4, 8), np.int32)
+    tokens[0, 1, 0] = 1
+    assert diversity(tokens) == 0.25
+
+
+def test_edit_keeps_reads_small_changes_separately():
+    windows = np.zeros((2, 4), np.int32)
+    edited = np.zeros((2, 2, 4), np.int32)
+    edited[1] = 1  # the far request changed everything
+    keeps = edit_keeps([0.5, 0.95], np.array([0.5, 0.55]), windows, edited)
+    assert keeps == {"keeps": 0.5, "keeps_small_change": 1.0}
