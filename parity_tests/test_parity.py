@@ -1,8 +1,8 @@
 """Every parity check for every combination, as pytest cases (CPU).
 
 The default run checks a smoke set that covers both cells, both wirings, every
-conditioning, the flat decoder and the encoder's chunk readout; the rest of the matrix is marked slow (run by
-`.ci/run` and `pytest -m slow`).
+conditioning, the flat decoder and the encoder's chunk readout; the rest of the
+matrix is marked slow (run by `.ci/run` and `pytest -m slow`).
 """
 
 from __future__ import annotations
