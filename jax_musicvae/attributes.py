@@ -52,6 +52,9 @@ class AttributeVector:
     fraction: float
     dataset: str
     split: str
+    method: str = "contrast"
+    level: str = "song"
+    step_scale: float = 1.0
 
     @property
     def delta(self) -> float:
@@ -101,6 +104,41 @@ def window_danceability(
     return values
 
 
+METHODS = ("contrast", "regression")
+STEP_SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
+CALIBRATION_WINDOWS = 64
+CALIBRATION_CHANGE = 0.1
+
+
+def regression_direction(mu: np.ndarray, danceability: np.ndarray) -> np.ndarray:
+    """w / |w|^2 for the ridge fit danceability ~ a + mu . w: adding k times it moves the
+    fitted danceability by exactly k."""
+    centred = mu - mu.mean(0)
+    target = danceability - danceability.mean()
+    ridge = 1e-3 * len(mu) * np.eye(mu.shape[1])
+    w = np.linalg.solve(centred.T @ centred + ridge, centred.T @ target)
+    return w / float(w @ w)
+
+
+def calibrate_step(model: TrainedModel, tokens: np.ndarray, vector: AttributeVector) -> float:
+    """The scale of `vector` whose greedy edits of `tokens` by +-CALIBRATION_CHANGE change
+    the decoded melodies' rhythm estimate by that much on average (from STEP_SCALES)."""
+    tokens = tokens[:CALIBRATION_WINDOWS]
+    rep = model.representation
+    before = np.array([melody_danceability(t, rep) for t in tokens])
+    mu = model.encode(tokens).mu
+    errors = []
+    for scale in STEP_SCALES:
+        error = 0.0
+        for change in (-CALIBRATION_CHANGE, CALIBRATION_CHANGE):
+            shift = scale * vector.shift(np.zeros(len(mu)), np.full(len(mu), change))
+            decoded = model.decode(mu + shift, temperature=0.0)
+            after = np.array([melody_danceability(t, rep) for t in decoded])
+            error += abs(float(np.mean(after - before)) - change)
+        errors.append(error)
+    return STEP_SCALES[int(np.argmin(errors))]
+
+
 def compute_attribute_vector(
     model: TrainedModel,
     data: str | Path,
@@ -109,12 +147,19 @@ def compute_attribute_vector(
     fraction: float = 0.25,
     max_windows: int | None = None,
     seed: int = 0,
+    method: str = "contrast",
+    level: str = "song",
 ) -> AttributeVector:
-    """Encode the windows of a dataset split and contrast the top and bottom `fraction`.
+    """A latent direction for danceability from the encoded windows of a dataset split.
 
-    Windows are ranked by their song's danceability; `max_windows` takes a seeded
-    random subset first (encoding a large training split is the slow part).
+    `contrast` (the MusicVAE paper's): mean mu of the top `fraction` minus that of the
+    bottom `fraction`. `regression`: the ridge-regression direction of danceability on
+    mu, its step calibrated by decoding (`calibrate_step`). Windows are ranked by their
+    song's danceability (`level="song"`) or their own rhythm estimate (`"window"`);
+    `max_windows` takes a seeded random subset first (encoding is the slow part).
     """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
     if model.config.conditioning != "none":
         raise ValueError(
             f"conditioning={model.config.conditioning!r} takes danceability directly; "
@@ -122,7 +167,7 @@ def compute_attribute_vector(
         )
     if not 0.0 < fraction <= 0.5:
         raise ValueError(f"fraction={fraction} must be in (0, 0.5]")
-    source = WindowSource(data, split)
+    source = WindowSource(data, split, level)
     if len(source) == 0:
         raise ValueError(f"{data}: split {split!r} has no windows")
     index = np.arange(len(source))
@@ -138,17 +183,26 @@ def compute_attribute_vector(
             f"{data}/{split}: all windows have the same danceability; no attribute to contrast"
         )
     mu = model.encode(tokens, seed=seed).mu
-    vector = mu[high].mean(0) - mu[low].mean(0)
+    high_value, low_value = float(danceability[high].mean()), float(danceability[low].mean())
+    if method == "contrast":
+        vector = mu[high].mean(0) - mu[low].mean(0)
+    else:  # scaled so that shift() moves the fitted danceability by target - source
+        vector = regression_direction(mu, danceability) * (high_value - low_value)
     result = AttributeVector(
         vector=vector.astype(np.float32),
-        high_danceability=float(danceability[high].mean()),
-        low_danceability=float(danceability[low].mean()),
+        high_danceability=high_value,
+        low_danceability=low_value,
         high_count=int(count),
         low_count=int(count),
         fraction=float(fraction),
         dataset=str(data),
         split=split,
+        method=method,
+        level=level,
     )
+    if method == "regression":
+        scale = calibrate_step(model, tokens, result)
+        result = dataclasses.replace(result, vector=result.vector * scale, step_scale=scale)
     logger.info(
         "attribute vector from %d windows: |v| = %.3f, danceability %.3f (high) vs %.3f (low)",
         len(index),

@@ -165,7 +165,8 @@ class LossConfig:
     # (filled in by the trainer and stored with the config). `regression`:
     # weight * mean |z_r - t|; `sign`: AR-VAE's weight * mean over pairs
     # |tanh(scale (z_r,i - z_r,j)) - sign(t_i - t_j)|. `attribute_decorrelation`
-    # adds weight * sum over the other dimensions of corr(z_k, t)^2 in the batch.
+    # adds weight * sum over the other dimensions of corr(z_k, t)^2 in the batch (over
+    # all of z with attribute_loss 'none', for models that are given c instead).
     attribute_loss: AttributeLoss = "none"
     attribute_weight: float = 1.0
     attribute_sign_scale: float = 10.0

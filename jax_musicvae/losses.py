@@ -49,7 +49,8 @@ def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[s
         regulariser = jnp.mean(jnp.abs(close - order))
     else:
         regulariser = jnp.mean(jnp.abs(z_r - target))
-    others = jnp.concatenate([z[:, :r], z[:, r + 1 :]], axis=-1)
+    # Without a regularised dimension (c given to the model instead), decorrelate all of z.
+    others = z if loss.attribute_loss == "none" else jnp.concatenate([z[:, :r], z[:, r + 1 :]], -1)
     others = others - jnp.mean(others, axis=0)
     centred = target - jnp.mean(target)
     covariance = centred @ others

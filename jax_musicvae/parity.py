@@ -174,6 +174,7 @@ LOSS_VARIANTS = {
     "attribute-regression": LossConfig(
         free_bits=1.0, attribute_loss="regression", attribute_weight=2.0, attribute_dimension=1
     ),
+    "decorrelation": LossConfig(free_bits=1.0, attribute_decorrelation=0.5),
     # The gradient check's objective: the ELBO plus every attribute term.
     "attribute-sign": LossConfig(
         free_bits=1.0,

@@ -12,8 +12,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config, write_midi_file
+from helpers import make_checkpoint, tiny_config, write_midi_file
 
+from jax_musicvae.attributes import (
+    STEP_SCALES,
+    AttributeVector,
+    compute_attribute_vector,
+    regression_direction,
+)
 from jax_musicvae.config import ConfigError, LossConfig
 from jax_musicvae.control import (
     control_measures,
@@ -85,9 +91,12 @@ def test_attribute_settings_are_checked():
 # ------------------------------------------------------------- the loss terms
 
 
-def _reference_terms(z: np.ndarray, t: np.ndarray, r: int, scale: float) -> dict[str, float]:
-    """The formulas of LossConfig's docstring, written out with loops."""
+def _reference_terms(z: np.ndarray, t: np.ndarray, r: int | None, scale: float) -> dict[str, float]:
+    """The formulas of LossConfig's docstring, written out with loops (r None: no
+    regularised dimension, every dimension decorrelated)."""
     m = len(t)
+    decorrelation = sum(np.corrcoef(z[:, k], t)[0, 1] ** 2 for k in range(z.shape[1]) if k != r)
+    r = 0 if r is None else r
     sign = np.mean(
         [
             abs(np.tanh(scale * (z[i, r] - z[j, r])) - np.sign(t[i] - t[j]))
@@ -95,7 +104,6 @@ def _reference_terms(z: np.ndarray, t: np.ndarray, r: int, scale: float) -> dict
             for j in range(m)
         ]
     )
-    decorrelation = sum(np.corrcoef(z[:, k], t)[0, 1] ** 2 for k in range(z.shape[1]) if k != r)
     return {
         "regression": float(np.mean(np.abs(z[:, r] - t))),
         "sign": float(sign),
@@ -104,17 +112,25 @@ def _reference_terms(z: np.ndarray, t: np.ndarray, r: int, scale: float) -> dict
     }
 
 
-@pytest.mark.parametrize("kind", ["regression", "sign"])
+@pytest.mark.parametrize("kind", ["regression", "sign", "none"])
 def test_attribute_terms_match_their_formulas_in_both_frameworks(kind):
     rng = np.random.default_rng(3)
     z = rng.normal(size=(7, 5)).astype(np.float32)
     t = rng.normal(size=7).astype(np.float32)
-    loss = LossConfig(attribute_loss=kind, attribute_dimension=2, attribute_sign_scale=2.0)
-    expected = _reference_terms(z.astype(np.float64), t.astype(np.float64), 2, 2.0)
+    r = None if kind == "none" else 2
+    loss = LossConfig(
+        attribute_loss=kind,
+        attribute_dimension=r or 0,
+        attribute_sign_scale=2.0,
+        attribute_decorrelation=1.0,
+    )
+    expected = _reference_terms(z.astype(np.float64), t.astype(np.float64), r, 2.0)
     flax = attribute_terms(jnp.asarray(z), jnp.asarray(t), loss)
     reference = torch_attribute_terms(torch.tensor(z), torch.tensor(t), loss)
     for terms in (flax, reference):
-        assert float(terms["attribute_regulariser"]) == pytest.approx(expected[kind], rel=1e-5)
+        if kind != "none":
+            regulariser = float(terms["attribute_regulariser"])
+            assert regulariser == pytest.approx(expected[kind], rel=1e-5)
         assert float(terms["attribute_decorrelation"]) == pytest.approx(
             expected["decorrelation"], rel=1e-4
         )
@@ -291,3 +307,44 @@ def test_edit_keeps_reads_small_changes_separately():
     edited[1] = 1  # the far request changed everything
     keeps = edit_keeps([0.5, 0.95], np.array([0.5, 0.55]), windows, edited)
     assert keeps == {"keeps": 0.5, "keeps_small_change": 1.0}
+
+
+# ------------------------------------------------------ training-free baseline
+
+
+def test_regression_direction_moves_the_fit_by_the_step():
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(500, 6))
+    danceability = (
+        0.7 + mu @ np.array([0.05, -0.02, 0.0, 0.01, 0.0, 0.03]) + rng.normal(0, 0.01, 500)
+    )
+    direction = regression_direction(mu, danceability)
+    centred = mu - mu.mean(0)
+    w = np.linalg.lstsq(np.c_[np.ones(500), centred], danceability, rcond=None)[0][1:]
+    assert float(w @ (0.2 * direction)) == pytest.approx(0.2, rel=0.02)
+
+
+def test_regression_vector_is_stored_with_its_calibrated_step(tmp_path, generation_dataset):
+    model = TrainedModel.load(make_checkpoint(tmp_path / "none", "none", seed=1), batch_size=2)
+    vector = compute_attribute_vector(model, generation_dataset, fraction=0.5, method="regression")
+    assert vector.method == "regression" and vector.step_scale in STEP_SCALES
+    again = AttributeVector.from_json(json.loads(json.dumps(vector.to_json())))
+    assert again.step_scale == vector.step_scale and again.level == "song"
+    with pytest.raises(ValueError, match="method='pca' must be one of contrast, regression"):
+        compute_attribute_vector(model, generation_dataset, method="pca")
+
+
+def test_quickstart_edit_writes_midi_and_picture(controlled, train_dataset, tmp_path):
+    from jax_musicvae.commands.quickstart import write_edit
+
+    report = write_edit(controlled, train_dataset, tmp_path / "edit", seed=0)
+    low, high = np.quantile(WindowSource(train_dataset, "train").window_danceability, [0.1, 0.9])
+    assert report["low"]["requested"] == pytest.approx(low)
+    assert report["high"]["requested"] == pytest.approx(high)
+    assert report["source"]["tokens_kept"] == 1.0
+    for name in ("source", "low", "high"):
+        assert (tmp_path / "edit" / f"{name}.mid").stat().st_size > 0
+        assert 0.0 <= report[name]["measured"] <= 1.0
+    assert (tmp_path / "edit" / "edit.png").read_bytes()[:4] == b"\x89PNG"
+    plain = make_checkpoint(tmp_path / "plain", "none")
+    assert write_edit(plain, train_dataset, tmp_path / "none", seed=0) is None

@@ -50,7 +50,8 @@ def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Ten
         regulariser = (close - order).abs().mean()
     else:
         regulariser = (z_r - target).abs().mean()
-    others = torch.cat([z[:, :r], z[:, r + 1 :]], dim=-1)
+    # Without a regularised dimension (c given to the model instead), decorrelate all of z.
+    others = z if cfg.attribute_loss == "none" else torch.cat([z[:, :r], z[:, r + 1 :]], dim=-1)
     others = others - others.mean(dim=0)
     centred = target - target.mean()
     variance = others.square().sum(dim=0) * centred.square().sum()

@@ -99,6 +99,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder (musicvae data build)")
     p.add_argument("--split", default="train")
     p.add_argument("--fraction", type=float, default=0.25, help="share in each group")
+    p.add_argument(
+        "--method",
+        choices=("contrast", "regression"),
+        default="contrast",
+        help="contrast: mean mu of the top minus the bottom group (the paper's); "
+        "regression: the ridge direction of danceability on mu, step calibrated by decoding",
+    )
+    p.add_argument(
+        "--level",
+        choices=("song", "window"),
+        default="song",
+        help="rank windows by their song's danceability or their own rhythm estimate",
+    )
     p.add_argument("--max-windows", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -308,6 +321,8 @@ def run_attribute_vector(args: argparse.Namespace) -> int:
             fraction=args.fraction,
             max_windows=args.max_windows,
             seed=args.seed,
+            method=args.method,
+            level=args.level,
         )
     except (ValueError, FileNotFoundError) as error:
         raise GenerationError(str(error)) from None

@@ -16,6 +16,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 
@@ -69,6 +71,49 @@ def write_samples(
     return written
 
 
+def write_edit(workdir: Path, data: Path, out: Path, seed: int) -> dict | None:
+    """One held-out window edited to a low and a high danceability (the 10th and 90th
+    percentiles of the training windows' rhythm estimate): MIDI files and one picture.
+    None when the model cannot take a danceability request."""
+    from jax_musicvae.data.midi_io import write_midi
+    from jax_musicvae.data.pianoroll import save_pianoroll_grid
+    from jax_musicvae.data.rhythm import melody_danceability
+    from jax_musicvae.data.source import WindowSource
+    from jax_musicvae.generate import TrainedModel
+
+    model = TrainedModel.load(workdir, best=True)
+    if not model.controllable:
+        logger.info("%s cannot take a danceability request: no edit written", workdir)
+        return None
+    rep = model.representation
+    low, high = np.quantile(WindowSource(data, "train").window_danceability, [0.1, 0.9])
+    held_out = WindowSource(data, "validation")
+    source = np.asarray(held_out.tokens[np.random.default_rng(seed).integers(len(held_out))])
+    out.mkdir(parents=True, exist_ok=True)
+    melodies = {"source": source}
+    for name, target in (("low", low), ("high", high)):
+        melodies[name] = model.edit(source, float(target), seed=seed)
+    report, titles = {}, []
+    for name, tokens in melodies.items():
+        write_midi(tokens, rep, out / f"{name}.mid")
+        value = melody_danceability(tokens, rep)
+        kept = float(np.mean(tokens == source))
+        requested = {"low": low, "high": high}.get(name)
+        report[name] = {
+            "requested": None if requested is None else float(requested),
+            "measured": value,
+            "tokens_kept": kept,
+        }
+        title = f"{name}: danceability {value:.2f}"
+        if requested is not None:
+            title += f" (asked {requested:.2f}, {kept:.0%} of tokens kept)"
+        titles.append(title)
+    rolls = list(melodies.values())
+    picture = save_pianoroll_grid(rolls, rep, out / "edit.png", titles=titles, columns=1)
+    report["png"] = str(picture)
+    return report
+
+
 def measure(workdir: Path, out: Path, temperature: float, seed: int) -> dict:
     """Reconstruction and sample quality of the best checkpoint on held-out windows,
     with pictures out/held_out_{reconstructions,interpolation}.png."""
@@ -104,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         summary = train(config, data, workdir, resume=resume)
         samples = write_samples(workdir, out / "samples", args.samples, args.temperature, args.seed)
         quality = measure(workdir, out, args.temperature, args.seed)
+        edit = write_edit(workdir, data, out / "edit", args.seed)
     except (ConfigError, CheckpointError, TrainingError, RuntimeError, ValueError) as error:
         logger.error("%s", error)
         return 1
@@ -113,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": summary["step"],
         "train_seconds": round(summary["seconds"], 1),
         "held_out": quality,
+        "danceability_edit": edit,
         "last_training_evaluation": summary["eval"],
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -128,7 +175,14 @@ def run(args: argparse.Namespace) -> int:
         f"  reconstructions: {out / 'held_out_reconstructions.png'}   interpolation: "
         f"{out / 'held_out_interpolation.png'}\n"
         f"  {len(midi)} MIDI samples and piano rolls: {out / 'samples'}\n"
-        f"  curves: {out / 'curves.png'}\n"
+        + (
+            f"  a held-out melody made less and more danceable (danceability "
+            f"{edit['source']['measured']:.2f} -> {edit['low']['measured']:.2f} and "
+            f"{edit['high']['measured']:.2f}): {out / 'edit'}\n"
+            if edit
+            else ""
+        )
+        + f"  curves: {out / 'curves.png'}\n"
         f"  checkpoints and TensorBoard logs: {workdir}\n  report: {out / 'report.json'}"
     )
     return 0

@@ -12,10 +12,14 @@ remember 64 steps); a KL budget of 256 free bits (at 64 the KL sat at the budget
 and capped what z could carry); half of the decoder's previous-token inputs
 dropped in training (so it must read the melody from z); and a learning rate that
 decays slowly enough to keep learning for the whole run.
+
+Danceability: latent dimension 0 is regressed onto the Gaussianised rhythm estimate
+of each window, and the other dimensions are decorrelated from it, so `musicvae
+sample/edit --danceability` set that dimension (docs/danceability-control.md).
 """
 
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
-from jax_musicvae.experiment import ExperimentConfig, TrainConfig
+from jax_musicvae.experiment import DataConfig, ExperimentConfig, TrainConfig
 
 
 def get_config() -> ExperimentConfig:
@@ -34,9 +38,16 @@ def get_config() -> ExperimentConfig:
             wiring="magenta",
             encoder_readout_steps=4,
         ),
-        loss=LossConfig(free_bits=256.0, max_beta=0.2, beta_rate=0.999),
+        loss=LossConfig(
+            free_bits=256.0,
+            max_beta=0.2,
+            beta_rate=0.999,
+            attribute_loss="regression",
+            attribute_decorrelation=1.0,
+        ),
         optim=OptimConfig(learning_rate=2e-3, min_learning_rate=1e-4, decay_rate=0.9999),
         sampling=SamplingConfig(schedule="teacher_forcing", token_dropout=0.5),
+        data=DataConfig(danceability="window"),
         train=TrainConfig(
             batch_size=64,
             num_steps=4000,
