@@ -28,6 +28,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jax_musicvae.atomic import atomic_write
 from jax_musicvae.attributes import window_danceability
 from jax_musicvae.config import check_positive
 from jax_musicvae.control import control_measures, edit_keeps, rhythm_estimates
@@ -415,12 +416,13 @@ def analyze(
         "control": out / "control.png",
         "mu_pca": out / "mu_pca.png",
     }
-    paths["table"].write_text(table)
-    paths["json"].write_text(
+    atomic_write(paths["table"], table)
+    atomic_write(
+        paths["json"],
         json.dumps(
             {"data": str(data), "settings": dataclasses.asdict(settings), "models": results},
             indent=1,
-        )
+        ),
     )
     plot_control(results, paths["control"])
     plot_mu_pca(results, mus, colours, paths["mu_pca"])

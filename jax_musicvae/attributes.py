@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jax_musicvae.atomic import atomic_write
 from jax_musicvae.data.representations import Representation
 from jax_musicvae.data.rhythm import melody_danceability
 from jax_musicvae.data.source import WindowSource
@@ -79,7 +80,7 @@ class AttributeVector:
 
     def save(self, path: Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_json(), indent=1))
+        atomic_write(path, json.dumps(self.to_json(), indent=1))
         return path
 
     @classmethod

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_musicvae import rnn
+from jax_musicvae.atomic import atomic_write
 from jax_musicvae.config import (
     LossConfig,
     ModelConfig,
@@ -624,9 +625,10 @@ def write_outputs(records: Sequence[Record], out: Path) -> str:
     """bench.json, bench.md and bench.png in `out`; returns the Markdown table."""
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(records)
-    (out / "bench.json").write_text(
-        json.dumps([dataclasses.asdict(r) for r in records], indent=1, allow_nan=False)
+    atomic_write(
+        out / "bench.json",
+        json.dumps([dataclasses.asdict(r) for r in records], indent=1, allow_nan=False),
     )
-    (out / "bench.md").write_text(table + "\n")
+    atomic_write(out / "bench.md", table + "\n")
     bar_chart(records, out / "bench.png")
     return table

@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jax_musicvae.atomic import atomic_write
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -31,9 +33,7 @@ def truncate_log(path: Path, last_step: int) -> None:
             continue  # a line cut short by a kill
         if record.get("step", 0) <= last_step:
             kept.append(line)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    tmp.replace(path)
+    atomic_write(path, "".join(f"{line}\n" for line in kept))
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

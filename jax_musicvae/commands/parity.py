@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
+
+from jax_musicvae.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed on {', '.join(devices)}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=args.json.parent, delete=False) as handle:
+        with atomic_file(args.json, "w") as handle:
             json.dump([dataclasses.asdict(r) for r in results], handle, indent=1)
-        os.replace(handle.name, args.json)
     return 1 if failed else 0

@@ -132,6 +132,7 @@ def measure(workdir: Path, out: Path, temperature: float, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jax_musicvae.atomic import atomic_write
     from jax_musicvae.checkpoints import CheckpointError
     from jax_musicvae.config import ConfigError
     from jax_musicvae.experiment import load_config
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "danceability_edit": edit,
         "last_training_evaluation": summary["eval"],
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write(out / "report.json", json.dumps(report, indent=2) + "\n")
     midi = sorted(p for p in samples if p.suffix == ".mid")
     q = quality
     print(

@@ -58,13 +58,13 @@ import dataclasses
 import hashlib
 import logging
 import multiprocessing
-import os
 import pathlib
 import re
 import tempfile
 
 import tqdm
 
+from jax_musicvae.atomic import atomic_write
 from jax_musicvae.data.types import SongInfo
 
 logger = logging.getLogger(__name__)
@@ -367,18 +367,6 @@ def _melody_to_midi_bytes(measures: list) -> bytes:
         return fh.read()
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _convert_batch(tunes: list[_Tune]) -> list[str | None]:
     """Convert tunes to MIDI (worker process); an error is cached next to the file as `.err`."""
     import warnings
@@ -389,11 +377,11 @@ def _convert_batch(tunes: list[_Tune]) -> list[str | None]:
         path = pathlib.Path(tune.info.path)
         try:
             order = _play_order(_melody_part(_parse(tune)), tune.info.song_id)
-            _atomic_write(path, _melody_to_midi_bytes(order))
+            atomic_write(path, _melody_to_midi_bytes(order))
             errors.append(None)
         except Exception as exc:  # noqa: BLE001 - any music21 failure skips the tune
             message = f"{type(exc).__name__}: {exc}"
-            _atomic_write(path.with_suffix(".err"), message.encode())
+            atomic_write(path.with_suffix(".err"), message.encode())
             errors.append(message)
     return errors
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import tqdm
 
+from jax_musicvae.atomic import atomic_file
 from jax_musicvae.data import midi_io, windows
 from jax_musicvae.data.representations import STEPS_PER_BAR, get_representation
 from jax_musicvae.data.rhythm import window_danceability_estimates
@@ -216,27 +217,20 @@ def _load_cached(path: Path) -> FileResult | None:
 
 
 def _save_cached(path: Path, result: FileResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if result.reason is not None:
-                np.savez(f, reason=np.array(result.reason))
-            else:
-                r = result.rhythm
-                np.savez(
-                    f,
-                    windows=result.windows,
-                    onset_steps=r.onset_steps,
-                    num_steps=r.num_steps,
-                    tempo_bpm=r.tempo_bpm,
-                    drums=r.drum_onset_count,
-                    dropped=np.array(json.dumps(result.dropped)),
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        if result.reason is not None:
+            np.savez(f, reason=np.array(result.reason))
+            return
+        r = result.rhythm
+        np.savez(
+            f,
+            windows=result.windows,
+            onset_steps=r.onset_steps,
+            num_steps=r.num_steps,
+            tempo_bpm=r.tempo_bpm,
+            drums=r.drum_onset_count,
+            dropped=np.array(json.dumps(result.dropped)),
+        )
 
 
 def process_file(path: str, params: dict[str, Any], cache_dir: Path | None) -> FileResult:

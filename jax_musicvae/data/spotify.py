@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from spotipy.cache_handler import MemoryCacheHandler
 from spotipy.oauth2 import SpotifyClientCredentials, SpotifyOauthError
 from urllib3.util.retry import Retry
 
+from jax_musicvae.atomic import atomic_file
 from jax_musicvae.data.types import SongInfo, SongRhythm
 
 logger = logging.getLogger(__name__)
@@ -151,15 +151,8 @@ class SpotifyDanceability:
 
     def save(self) -> None:
         """Write the cache atomically (a crash leaves the previous cache intact)."""
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_path.parent, prefix=".spotify-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.cache, fh, indent=0, sort_keys=True)
-            os.replace(tmp, self.cache_path)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.cache_path, "w") as fh:
+            json.dump(self.cache, fh, indent=0, sort_keys=True)
 
     # -- HTTP with bounds --------------------------------------------------------------------
     @property
