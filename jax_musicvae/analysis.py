@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from jax_musicvae.config import check_positive
 from jax_musicvae.control import control_measures, edit_keeps, rhythm_estimates
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
-from jax_musicvae.data.source import WindowSource, most_frequent_token
+from jax_musicvae.data.source import WindowSource, dataset_mismatch, most_frequent_token
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
 logger = logging.getLogger(__name__)
@@ -73,19 +72,12 @@ class AnalysisSettings:
             raise ValueError(f"prior_temperature={self.prior_temperature} must be >= 0")
 
 
-def _finite(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def check_dataset(model: TrainedModel, data: str | Path, source: WindowSource) -> None:
     """The dataset's representation and window length must be the model's."""
-    manifest = source.manifest
-    rep, bars = manifest.get("representation"), manifest.get("num_bars")
-    if rep != model.representation.name or bars != model.config.num_bars:
-        raise CheckpointMismatchError(
-            f"{model.label} reads {model.representation.name} windows of "
-            f"{model.config.num_bars} bars; dataset {data} has {rep} windows of {bars} bars"
-        )
+    config = model.config
+    problem = dataset_mismatch(source.manifest, config.input_depth, config.sequence_length)
+    if problem:
+        raise CheckpointMismatchError(f"{model.label} does not fit dataset {data}: {problem}")
 
 
 def control_values(data: str | Path, settings: AnalysisSettings) -> tuple[float, ...]:

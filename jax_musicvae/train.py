@@ -32,7 +32,12 @@ from jax_musicvae import checkpoints as ckpt
 from jax_musicvae import schedules
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.loader import make_loader
-from jax_musicvae.data.source import WindowSource, load_manifest, most_frequent_token
+from jax_musicvae.data.source import (
+    WindowSource,
+    dataset_mismatch,
+    load_manifest,
+    most_frequent_token,
+)
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
 from jax_musicvae.models import MusicVAE, init_params
@@ -103,17 +108,9 @@ def tree_sharding(tree: Any, mesh: Mesh, shard: bool) -> Any:
 def check_dataset(data_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
     """The dataset's manifest, after checking it fits the model (depth, length, condition)."""
     manifest = load_manifest(data_dir)
-    model = config.model
-    if manifest["depth"] != model.input_depth:
-        raise ConfigError(
-            f"{data_dir}: {manifest['representation']} has depth {manifest['depth']} but "
-            f"model.input_depth={model.input_depth}"
-        )
-    if manifest["sequence_length"] != model.sequence_length:
-        raise ConfigError(
-            f"{data_dir}: windows of {manifest['sequence_length']} steps but the model "
-            f"expects model.num_bars x model.steps_per_bar = {model.sequence_length}"
-        )
+    problem = dataset_mismatch(manifest, config.model.input_depth, config.model.sequence_length)
+    if problem:
+        raise ConfigError(f"{data_dir}: {problem}")
     return manifest
 
 

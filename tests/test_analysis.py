@@ -171,6 +171,6 @@ def test_analyze_refuses_a_dataset_of_another_shape(tmp_path, generation_dataset
         tmp_path / "a",
     ]
     assert run_cli(*argv) == 2
-    assert (
-        "melody90 windows of 4 bars" in caplog.text and "melody90 windows of 2 bars" in caplog.text
+    assert "windows of 32 steps but the model expects num_bars x steps_per_bar = 64" in (
+        caplog.text
     )

@@ -17,8 +17,9 @@ import pytest
 from helpers import assert_trees_equal, set_args, tiny_config
 
 from jax_musicvae import checkpoints as ckpt
+from jax_musicvae.config import ConfigError
 from jax_musicvae.models import init_params
-from jax_musicvae.train import TrainingError, train
+from jax_musicvae.train import TrainingError, check_dataset, train
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +128,14 @@ def test_fine_tune_from_a_parameters_only_checkpoint(train_dataset, tmp_path):
         lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), params, summary["params"]
     )
     assert max(jax.tree.leaves(moved)) < 0.02
+
+
+def test_a_dataset_that_does_not_fit_is_named(train_dataset):
+    longer = tiny_config().override(["model.num_bars=4"])
+    expected = "windows of 32 steps but the model expects num_bars x steps_per_bar = 64"
+    with pytest.raises(ConfigError, match=f"^{train_dataset}: {expected}"):
+        check_dataset(train_dataset, longer)
+    with pytest.raises(
+        ConfigError, match="melody90 has depth 90 but the model's input depth is 61"
+    ):
+        check_dataset(train_dataset, tiny_config().override(["model.input_depth=61"]))

@@ -34,6 +34,23 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def dataset_mismatch(
+    manifest: dict[str, Any], input_depth: int, sequence_length: int
+) -> str | None:
+    """Why a dataset's windows do not fit a model (None when they do)."""
+    if manifest["depth"] != input_depth:
+        return (
+            f"{manifest['representation']} has depth {manifest['depth']} but the model's "
+            f"input depth is {input_depth}"
+        )
+    if manifest["sequence_length"] != sequence_length:
+        return (
+            f"windows of {manifest['sequence_length']} steps but the model expects "
+            f"num_bars x steps_per_bar = {sequence_length}"
+        )
+    return None
+
+
 def load_songs(root: str | Path) -> list[dict[str, Any]]:
     """Per-song records (songs.jsonl), indexed by the song index of each window."""
     lines = (Path(root) / "songs.jsonl").read_text().splitlines()
