@@ -105,7 +105,7 @@ class BenchConfig:
     optim: OptimConfig
 
 
-def resolve_config(name: str) -> BenchConfig:
+def bench_config(name: str) -> BenchConfig:
     """`jax_musicvae/configs/<name>.py` through the experiment loader, or a variant in VARIANTS."""
     from jax_musicvae.experiment import load_config
 
@@ -515,7 +515,7 @@ def run_benchmark(
         logger.info("%s matmul peak %.1f GFLOP/s", "GPU" if use_gpu else "CPU", peak / 1e9)
         done: list[Record] = []
         for name in configs:
-            bc = resolve_config(name)
+            bc = bench_config(name)
             params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
             weights = (params, flax_to_torch(params, bc.model))
             for mode in modes:

@@ -62,7 +62,7 @@ def test_records_are_sane(run):
 
 def test_flop_count_matches_hand_count():
     """bench_small forward: encoder 74.7, core 37.4, output 0.75 GFLOP per 64 examples."""
-    c = bench.resolve_config("bench_small").model
+    c = bench.bench_config("bench_small").model
     encoder = 2 * 2 * 64 * 256 * (90 + 256) * 1024 + 2 * 2 * 64 * 256 * (512 + 256) * 1024
     core = 2 * 1024 * 16 * (346 + 256) * 1024 + 2 * 1024 * 16 * (256 + 256) * 1024
     conductor = 2 * 64 * 16 * (1 + 256) * 1024 + 2 * 64 * 16 * (256 + 256) * 1024

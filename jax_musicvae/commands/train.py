@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_config(args: argparse.Namespace):
+def run_config(args: argparse.Namespace):
     """The run's config: --config or (on --resume) the checkpoint's, then --set."""
     from jax_musicvae import checkpoints as ckpt
     from jax_musicvae.config import ConfigError
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from jax_musicvae.train import TrainingError, train
 
     try:
-        config = resolve_config(args)
+        config = run_config(args)
         summary = train(config, Path(args.data), Path(args.workdir), resume=args.resume)
     except (ConfigError, CheckpointError, TrainingError, FileNotFoundError) as error:
         logger.error("%s", error)

@@ -345,7 +345,7 @@ def infer_config(
     return experiment, notes
 
 
-def resolve_config(source: Source, sets: Sequence[str] = ()) -> tuple[ExperimentConfig, list[str]]:
+def source_config(source: Source, sets: Sequence[str] = ()) -> tuple[ExperimentConfig, list[str]]:
     """The stored config (with --set applied) or, for bare weights, the inferred one."""
     if source.stored_config is not None:
         experiment = _experiment_from_stored(source.stored_config).override(list(sets))
@@ -521,7 +521,7 @@ def convert(
     _check_destination(dst, target, force)
 
     source = read_source(src, source_format, trainer_states)
-    experiment, notes = resolve_config(source, sets)
+    experiment, notes = source_config(source, sets)
     if experiment.name == ExperimentConfig().name:
         experiment = dataclasses.replace(experiment, name=f"converted-{src.stem}")
     model = experiment.model
