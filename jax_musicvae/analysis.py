@@ -303,7 +303,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         "",
         "| model | kind | ρ [95% interval] | traversal R² | calibration error | "
         "spread at one request | valid | distinct outputs | weakest held-out ρ | "
-        "mean pitch kept | pitch classes kept | keeps (|Δ| ≤ 0.3) |",
+        "mean pitch kept | pitch classes kept | keeps (change ≤ 0.3) |",
         "|" + "---|" * 12,
     ]
     for r in results:

@@ -88,6 +88,8 @@ class Record:
     matmul_peak_flops: float
     device: str
     load_avg: tuple[float, float, float]
+    machine: dict[str, Any] = dataclasses.field(default_factory=dict)
+    torch_flush_denormal: bool | None = None  # torch CPU flush-to-zero (XLA always flushes)
     speedup_vs_torch: float | None = None  # median examples/s over torch eager's
     speedup_vs_torch_min: float | None = None  # the same from the fastest steps
     notes: str = ""
@@ -212,21 +214,72 @@ def peak_rss_mb() -> float:
     return 0.0 if kb is None else kb / 1024.0
 
 
-def measure_matmul_peak(device: jax.Device, size: int = 2048, repeats: int = 7) -> float:
-    """Float32 FLOP/s of a large square matmul in JAX on `device`: its practical peak.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+PEAK_SIZES = (1024, 2048, 3072)
 
-    The fastest of the repeats, since other load only ever slows a run down.
-    """
-    a = jax.device_put(jax.random.normal(jax.random.key(0), (size, size), jnp.float32), device)
-    b = jax.device_put(jax.random.normal(jax.random.key(1), (size, size), jnp.float32), device)
-    mm = jax.jit(jnp.matmul)
-    mm(a, b).block_until_ready()
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and the vector extensions present (Linux /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count() or 1,
+        "vector_extensions": [flag for flag in VECTOR_FLAGS if flag in flags],
+    }
+
+
+def _fastest(run: Callable[..., Any], arguments: tuple[Any, ...], repeats: int) -> float:
+    """The fastest of `repeats` timed calls of run(*arguments), after one untimed call."""
+    run(*arguments)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        mm(a, b).block_until_ready()
+        run(*arguments)
         times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / min(times)
+    return min(times)
+
+
+def measure_matmul_peak(
+    device: jax.Device, sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5
+) -> dict[str, float]:
+    """Float32 FLOP/s of square matmuls in JAX and in torch on the same device.
+
+    The best over `sizes` and `repeats` per framework (other load only ever slows a
+    run down), and `best`, the larger of the two: the machine's practical peak.
+    """
+    import torch
+
+    use_gpu = device.platform == "gpu"
+    jax_matmul = jax.jit(jnp.matmul)
+
+    def jax_run(a: jax.Array, b: jax.Array) -> None:
+        jax_matmul(a, b).block_until_ready()
+
+    def torch_run(a: Any, b: Any) -> None:
+        torch.matmul(a, b)
+        if use_gpu:
+            torch.cuda.synchronize()
+
+    peaks = {"jax": 0.0, "torch": 0.0}
+    for size in sizes:
+        keys = jax.random.split(jax.random.key(size))
+        pair = tuple(jax.device_put(jax.random.normal(k, (size, size)), device) for k in keys)
+        on = "cuda" if use_gpu else "cpu"
+        torch_pair = tuple(torch.as_tensor(np.asarray(x), device=on) for x in pair)
+        flops = 2.0 * size**3
+        peaks["jax"] = max(peaks["jax"], flops / _fastest(jax_run, pair, repeats))
+        peaks["torch"] = max(peaks["torch"], flops / _fastest(torch_run, torch_pair, repeats))
+    return {**peaks, "best": max(peaks.values())}
 
 
 def device_name(framework: str, use_gpu: bool) -> str:
@@ -495,14 +548,22 @@ def run_benchmark(
     gpu: bool | None = None,
     sample_batches: Sequence[int] | None = None,
     warmup: int = 1,
+    flush_denormal: bool = True,
 ) -> list[Record]:
-    """Every config x mode x batch; on CPU, and on GPU too when one is present (gpu=None)."""
+    """Every config x mode x batch; on CPU, and on GPU too when one is present (gpu=None).
+
+    torch on the CPU runs with flush-to-zero (`flush_denormal`), the semantics XLA
+    always has: without it, denormal arithmetic can slow torch's CPU steps by an
+    order of magnitude on some CPUs; `flush_denormal=False` shows that penalty.
+    """
     import torch
 
     from jax_musicvae.conversion.parameters import flax_to_torch
     from jax_musicvae.models import init_params
 
     torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
+    flushing = torch.set_flush_denormal(flush_denormal) and flush_denormal
+    machine = machine_info()
     unknown = set(frameworks) - set(FRAMEWORKS)
     if unknown:
         raise ValueError(f"unknown frameworks {sorted(unknown)}; known: {', '.join(FRAMEWORKS)}")
@@ -511,8 +572,14 @@ def run_benchmark(
     records: list[Record] = []
     for use_gpu in (False, True) if gpu else (False,):
         device = jax.devices("gpu" if use_gpu else "cpu")[0]
-        peak = measure_matmul_peak(device)
-        logger.info("%s matmul peak %.1f GFLOP/s", "GPU" if use_gpu else "CPU", peak / 1e9)
+        peaks = measure_matmul_peak(device)
+        peak = peaks["best"]
+        logger.info(
+            "%s matmul peak: jax %.1f, torch %.1f GFLOP/s",
+            "GPU" if use_gpu else "CPU",
+            peaks["jax"] / 1e9,
+            peaks["torch"] / 1e9,
+        )
         done: list[Record] = []
         for name in configs:
             bc = bench_config(name)
@@ -533,10 +600,12 @@ def run_benchmark(
                         warmup=warmup,
                     )
         # The peak again at the end; the larger one makes the fractions conservative.
-        peak = max(peak, measure_matmul_peak(device))
+        peak = max(peak, measure_matmul_peak(device)["best"])
         for record in done:
             record.matmul_peak_flops = peak
             record.flops_fraction = record.achieved_flops / peak
+            record.machine = machine
+            record.torch_flush_denormal = None if use_gpu else flushing
         records += done
     return records
 

@@ -73,7 +73,8 @@ class ModelConfig:
     compute_dtype: str = "float32"
     # Flax-side execution switches (the torch reference ignores them): the
     # recurrence's hand-written gradient or XLA's autodiff of the scan, and the
-    # opt-in cuDNN LSTM for the encoder on GPUs (docs/benchmarks.md).
+    # opt-in cuDNN LSTM for the encoder on GPUs (docs/benchmarks.md; it returns only
+    # the final states, so it is not used with encoder_readout_steps > 0).
     rnn_gradient: RnnGradient = "custom"
     cudnn_encoder: bool = False
 

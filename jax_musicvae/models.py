@@ -99,7 +99,7 @@ class Encoder(nn.Module):
             cfg.dropout,
             key,
             gradient=cfg.rnn_gradient,
-            cudnn=cfg.cudnn_encoder,
+            cudnn=cfg.cudnn_encoder and not cfg.encoder_readout_steps,  # cuDNN: final states only
         )
         h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
         if cfg.encoder_readout_steps:

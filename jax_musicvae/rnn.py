@@ -467,9 +467,11 @@ def run_bidirectional_stack(
     gradient: str = "custom",
     cudnn: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Bidirectional stack from zero state; returns the last layer's final h (fwd, bwd).
+    """Bidirectional stack from zero state: the last layer's final h (fwd, bwd) and its
+    outputs [T, B, 2H].
 
-    With `cudnn`, one cuDNN call where `cudnn_lstm_usable` allows it.
+    With `cudnn`, one cuDNN call where `cudnn_lstm_usable` allows it; it returns no
+    outputs (None).
     """
     if cudnn and cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
         return (*run_bidirectional_stack_cudnn(stack, xs, hidden), None)

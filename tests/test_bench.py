@@ -58,6 +58,8 @@ def test_records_are_sane(run):
         assert r["device"].startswith(("jax:cpu", "torch:cpu"))
         if r["framework"] == "torch":
             assert r["speedup_vs_torch"] == pytest.approx(1.0)
+        assert r["torch_flush_denormal"] is True  # the default: torch flushes like XLA
+        assert r["machine"] == bench.machine_info() and r["machine"]["cores"] >= 1
 
 
 def test_flop_count_matches_hand_count():
@@ -92,10 +94,24 @@ def test_cudnn_weight_packing_matches_the_scan():
         rnn.StackWeights(5, 7, 2, "lstm", bidirectional=True).init(jax.random.key(0))
     )
     xs = jax.random.normal(jax.random.key(1), (3, 6, 5))
-    expected = rnn.run_bidirectional_stack("lstm", stack, xs, 7, jnp.float32)
+    expected = rnn.run_bidirectional_stack("lstm", stack, xs, 7, jnp.float32)[:2]
     unpacked = cudnn_rnn.unpack_lstm_weights(rnn.pack_cudnn_weights(stack), 5, 7, 2, True)
     zeros = jnp.zeros((4, 3, 7))
     lengths = jnp.full((3,), 6, jnp.int32)
     _, h_n, _ = cudnn_rnn.lstm_ref(xs, zeros, zeros, *unpacked, lengths, 5, 7, 2, 0.0, True)
     for got, want in zip((h_n[-2], h_n[-1]), expected, strict=True):
         assert jnp.allclose(got, want, atol=1e-6)
+
+
+def test_machine_info_names_the_cpu_and_its_vector_extensions():
+    info = bench.machine_info()
+    assert info["cpu"] and info["cores"] >= 1
+    assert set(info["vector_extensions"]) <= set(bench.VECTOR_FLAGS)
+
+
+def test_matmul_peak_reports_both_frameworks():
+    import jax
+
+    peaks = bench.measure_matmul_peak(jax.devices("cpu")[0], sizes=(64, 128), repeats=2)
+    assert peaks["jax"] > 0 and peaks["torch"] > 0
+    assert peaks["best"] == max(peaks["jax"], peaks["torch"])

@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder")
     parser.add_argument(
+        "--no-flush-denormal",
+        dest="flush_denormal",
+        action="store_false",
+        help="run torch on the CPU without flush-to-zero (shows the denormal penalty; "
+        "XLA always flushes)",
+    )
+    parser.add_argument(
         "--device",
         choices=("auto", "cpu"),
         default="auto",
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             gpu=False if args.device == "cpu" else None,
             sample_batches=args.sample_batch,
             warmup=args.warmup,
+            flush_denormal=args.flush_denormal,
         )
     except ValueError as error:
         logger.error("%s", error)
@@ -96,5 +104,10 @@ def run(args: argparse.Namespace) -> int:
     table = bench.write_outputs(records, args.out)
     print(table)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nload average {load} on {os.cpu_count()} CPUs; written to {args.out}/bench.*")
+    machine = bench.machine_info()
+    print(
+        f"\n{machine['cpu']}, {machine['cores']} cores "
+        f"({' '.join(machine['vector_extensions'])}); load average {load}; torch CPU "
+        f"flush-to-zero {'on' if args.flush_denormal else 'off'}; written to {args.out}/bench.*"
+    )
     return 0

@@ -87,7 +87,7 @@ class WindowSource:
             window = folder / WINDOW_DANCEABILITY_FILE
             if window.is_file():
                 self._arrays["window_danceability"] = np.load(window, mmap_mode="r")
-            else:  # a dataset built before the file existed: estimate it (about 0.3 ms a window)
+            else:  # a dataset built before the file existed: estimate it from the tokens
                 rep = get_representation(self.manifest["representation"])
                 tokens = self._arrays["tokens"]
                 self._arrays["window_danceability"] = window_danceability_estimates(tokens, rep)
