@@ -96,11 +96,14 @@ def _control(
     windows: np.ndarray,
     values: tuple[float, ...],
     bounds: ValidityBounds,
+    pictures: Path | None = None,
 ) -> dict[str, Any]:
     """`control.control_measures` of generated and edited melodies, and what edits keep.
 
     Generated melodies decode the same prior codes (one seed) at every requested
     value, so each code is a paired traversal; edits start from held-out `windows`.
+    With `pictures` (a path prefix), PREFIX_edits.png shows the first window and its
+    edit to every requested value.
     """
     rep, n = model.representation, settings.samples_per_value
     generated = edited = None
@@ -127,6 +130,8 @@ def _control(
         keeps = edit_keeps(values, source, windows, outputs)
         curves["edited"] = edited["curve"]
         curves["keeps"] = [float(np.mean(o == windows)) for o in outputs]
+        if pictures is not None:
+            _edit_picture(windows[0], outputs[:, 0], values, rep, f"{pictures}_edits.png")
     return {
         "control_generated": generated["rho"] if generated else None,
         "control_edited": edited["rho"] if edited else None,
@@ -136,6 +141,23 @@ def _control(
         "edited": edited,
         "curves": curves,
     }
+
+
+def _edit_picture(
+    window: np.ndarray,
+    edits: np.ndarray,
+    values: Sequence[float],
+    rep: Any,
+    path: str,
+) -> Path:
+    """One held-out window and its edits to each requested danceability, one per row."""
+    measured = rhythm_estimates(np.concatenate([window[None], edits]), rep)["full"]
+    titles = [f"held-out window (danceability {measured[0]:.2f})"]
+    titles += [
+        f"asked {v:.2f}: measured {m:.2f}, {np.mean(e == window):.0%} of tokens kept"
+        for v, m, e in zip(values, measured[1:], edits, strict=True)
+    ]
+    return save_pianoroll_grid([window, *edits], rep, path, titles=titles, columns=1)
 
 
 def _reconstruction(
@@ -259,7 +281,7 @@ def analyze_model(
         "attribute_loss": model.experiment.loss.attribute_loss,
         **quality,
         "values": list(values),
-        **_control(model, settings, windows[: settings.edit_windows], values, bounds),
+        **_control(model, settings, windows[: settings.edit_windows], values, bounds, pictures),
     }
     return results, mu, danceability
 

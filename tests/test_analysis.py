@@ -133,6 +133,8 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
         assert set(result["validity_bounds"]) == {"pitch_range", "mean_interval", "in_key"}
         for key in ("reconstruction_png", "interpolation_png"):
             assert Path(result[key]).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "model0_edits.png").read_bytes()[:4] == b"\x89PNG"  # the steered model
+    assert not (out / "model1_edits.png").exists()  # `none` without a vector: no edits
     with_vector, without = report["models"]
     for key in ("control_generated", "control_edited"):
         assert with_vector[key] is not None and -1 <= with_vector[key] <= 1
