@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -347,28 +348,29 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 
 def plot_control(results: list[dict[str, Any]], path: Path) -> Path:
-    """Mean estimated danceability against the requested value, per model."""
-    fig = Figure(figsize=(6.5, 4.5), dpi=100)
+    """One panel per model: mean measured danceability against the requested value,
+    for generated (solid) and edited (dashed) melodies, with the line measured =
+    requested."""
+    columns = min(4, len(results))
+    rows = math.ceil(len(results) / columns)
+    fig = Figure(figsize=(3.4 * columns, 3.0 * rows), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for i, r in enumerate(results):
-        color = f"C{i}"
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, r in zip(axes, results, strict=False):
+        values = r["values"]
+        ax.plot(values, values, ":", color="grey", label="measured = requested")
         for kind, style in (("generated", "-o"), ("edited", "--s")):
             curve = r["curves"][kind]
             if curve:
-                ax.plot(
-                    r["values"],
-                    curve,
-                    style,
-                    color=color,
-                    label=f"{r['model']} ({r['conditioning']}), {kind}",
-                )
-    ax.set_xlabel("requested danceability")
-    ax.set_ylabel("rhythm estimate of the result (mean)")
-    ax.set_title("Danceability control")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
+                ax.plot(values, curve, style, markersize=3, label=kind)
+        ax.set_title(f"{Path(r['model']).name} ({r['conditioning']})", fontsize=8)
+        ax.set_xlabel("requested danceability", fontsize=8)
+        ax.set_ylabel("rhythm estimate (mean)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in axes[len(results) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
