@@ -3,6 +3,7 @@ loss numbers, gradient clipping and the trainer. Tiny sizes: runs in seconds on 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -648,6 +649,21 @@ def test_train_is_deterministic_and_learns():
     assert len(first) == 25
     assert first == second
     assert first[-1]["recon"] < 0.85 * first[0]["recon"]  # memorising 4 sequences
+
+
+def test_train_gaussianises_the_condition_for_the_attribute_loss():
+    model = make_model(seed=5, conditioning="none")
+    quantiles = tuple(np.linspace(0.0, 1.0, 11))
+    loss = LossConfig(
+        attribute_loss="sign", attribute_decorrelation=1.0, attribute_quantiles=quantiles
+    )
+    cfgs = (loss, OptimConfig(learning_rate=3e-2), SamplingConfig())
+    history = train(model, _numpy_batches(model.cfg, 12), 12, *cfgs, seed=7)
+    assert all(math.isfinite(h["attribute_regulariser"]) for h in history)
+    assert history[-1]["attribute_regulariser"] < history[0]["attribute_regulariser"]
+    unfrozen = dataclasses.replace(loss, attribute_quantiles=())
+    with pytest.raises(ValueError, match="needs each batch's `condition` and loss.attribute"):
+        train(model, _numpy_batches(model.cfg, 1), 1, unfrozen, *cfgs[1:], seed=7)
 
 
 def test_sample_noise_shapes_and_determinism():

@@ -83,8 +83,8 @@ def elbo_loss(
 
     logits [B, T, D], tokens [B, T], mu/sigma [B, noise_size] (only the first
     `encoded_size` dims enter the KL: the appended c of `latent` does not), mask
-    [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`,
-    plus the attribute terms of the sampled z against `attribute` [B].
+    [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`
+    and an `attribute` [B], plus the attribute terms of the sampled z.
     """
     if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(
@@ -114,7 +114,7 @@ def elbo_loss(
     kl_cost = kl_cost_b.mean()
     loss = recon + beta * kl_cost
     extra = {}
-    if loss_config.uses_attribute:
+    if loss_config.uses_attribute and attribute is not None:
         extra = attribute_terms(z[:, : model_config.encoded_size], attribute, loss_config)
         if loss_config.attribute_loss != "none":
             loss = loss + loss_config.attribute_weight * extra["attribute_regulariser"]
