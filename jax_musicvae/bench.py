@@ -275,7 +275,7 @@ def measure_matmul_peak(
         keys = jax.random.split(jax.random.key(size))
         pair = tuple(jax.device_put(jax.random.normal(k, (size, size)), device) for k in keys)
         on = "cuda" if use_gpu else "cpu"
-        torch_pair = tuple(torch.as_tensor(np.asarray(x), device=on) for x in pair)
+        torch_pair = tuple(torch.tensor(np.asarray(x), device=on) for x in pair)
         flops = 2.0 * size**3
         peaks["jax"] = max(peaks["jax"], flops / _fastest(jax_run, pair, repeats))
         peaks["torch"] = max(peaks["torch"], flops / _fastest(torch_run, torch_pair, repeats))
