@@ -30,7 +30,7 @@ import numpy as np
 
 from jax_musicvae.data.melody_stats import ValidityBounds
 from jax_musicvae.data.representations import Representation
-from jax_musicvae.data.rhythm import WEIGHTS, melody_rhythm, rhythm_features
+from jax_musicvae.data.rhythm import WEIGHTS, estimate_danceability, melody_rhythm
 from jax_musicvae.statistics import spearman
 
 BOOTSTRAP_DRAWS = 1000
@@ -38,22 +38,14 @@ EDIT_CHANGE_LIMIT = 0.3  # edits whose request is this close to the source: "kee
 
 
 def rhythm_estimates(tokens: np.ndarray, rep: Representation) -> dict[str, np.ndarray]:
-    """Per melody [N, T]: the rhythm estimate (`full`) and each leave-one-feature-out variant.
-
-    A variant drops one feature and renormalises the other weights to sum to 1.
-    """
-    features = [rhythm_features(melody_rhythm(t, rep)) for t in tokens]
-    table = {name: np.array([f[name] for f in features]) for name in WEIGHTS}
-    empty = np.array([not len(rep.decode(t).onsets) for t in tokens])
-
-    def weighted(names: Sequence[str]) -> np.ndarray:
-        total = sum(WEIGHTS[n] for n in names)
-        value = sum(WEIGHTS[n] * table[n] for n in names) / total
-        return np.where(empty, 0.0, np.clip(value, 0.0, 1.0))
-
-    out = {"full": weighted(list(WEIGHTS))}
+    """Per melody [N, T]: the rhythm estimate (`full`) and each leave-one-feature-out
+    variant (`without_<feature>`)."""
+    rhythms = [melody_rhythm(t, rep) for t in tokens]
+    out = {"full": np.array([estimate_danceability(r) for r in rhythms])}
     for left_out in WEIGHTS:
-        out[f"without_{left_out}"] = weighted([n for n in WEIGHTS if n != left_out])
+        out[f"without_{left_out}"] = np.array(
+            [estimate_danceability(r, without=left_out) for r in rhythms]
+        )
     return out
 
 

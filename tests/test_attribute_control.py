@@ -31,7 +31,13 @@ from jax_musicvae.control import (
 from jax_musicvae.data.dataset import BuildSettings, build_dataset
 from jax_musicvae.data.melody_stats import ValidityBounds
 from jax_musicvae.data.representations import Melody90
-from jax_musicvae.data.rhythm import melody_danceability, window_danceability_estimates
+from jax_musicvae.data.rhythm import (
+    WEIGHTS,
+    melody_danceability,
+    melody_rhythm,
+    rhythm_features,
+    window_danceability_estimates,
+)
 from jax_musicvae.data.source import WindowSource, load_manifest
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.generate import TrainedModel
@@ -272,6 +278,10 @@ def test_rhythm_estimates_full_is_the_estimate_and_variants_differ():
     )
     assert not np.allclose(estimates["without_density"], estimates["full"])
     assert len(estimates) == 9
+    features = rhythm_features(melody_rhythm(tokens[0], MEL))
+    kept = {n: w for n, w in WEIGHTS.items() if n != "density"}
+    by_hand = sum(w * features[n] for n, w in kept.items()) / (1.0 - WEIGHTS["density"])
+    assert estimates["without_density"][0] == pytest.approx(by_hand)
 
 
 def test_measures_reward_real_control_and_catch_constant_patterns():

@@ -122,12 +122,17 @@ def rhythm_features(rhythm: SongRhythm) -> dict[str, float]:
     }
 
 
-def estimate_danceability(rhythm: SongRhythm) -> float:
-    """Weighted sum of the scored rhythm features, in 0..1 (0 for a song without onsets)."""
+def estimate_danceability(rhythm: SongRhythm, without: str | None = None) -> float:
+    """Weighted sum of the scored rhythm features, in 0..1 (0 for a song without onsets).
+
+    `without` leaves one feature out and renormalises the other weights to sum to 1
+    (the held-out variants the control analysis scores with).
+    """
     if np.asarray(rhythm.onset_steps).size == 0:
         return 0.0
     features = rhythm_features(rhythm)
-    value = sum(w * features[name] for name, w in WEIGHTS.items())
+    weights = {name: w for name, w in WEIGHTS.items() if name != without}
+    value = sum(w * features[name] for name, w in weights.items()) / sum(weights.values())
     return float(np.clip(value, 0.0, 1.0))
 
 
