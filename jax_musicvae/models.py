@@ -101,9 +101,10 @@ class Encoder(nn.Module):
             gradient=cfg.rnn_gradient,
             cudnn=cfg.cudnn_encoder and not cfg.encoder_readout_steps,  # cuDNN: final states only
         )
-        h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
         if cfg.encoder_readout_steps:
             h = chunk_readout(outputs, cfg.encoder_readout_steps, cfg.encoder_hidden)
+        else:
+            h = jnp.concatenate([h_fwd, h_bwd], axis=-1)
         if cfg.conditioning == "encoder":
             h = jnp.concatenate([h, condition[:, None]], axis=-1)
         mu = dense(self.mu(), h, dtype)

@@ -95,16 +95,17 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, condition: Tensor | None) -> tuple[Tensor, Tensor]:
         outputs, state = self.rnn(x)
-        h_n = state[0] if isinstance(state, tuple) else state  # [Le*2, B, He]
-        # Last layer, forward then backward, concatenated per example (the
-        # original's reshape mixed examples when B > 1; defect 1).
-        h = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         if every := self.cfg.encoder_readout_steps:
             # Forward output at each chunk's end, backward output at its start.
             hidden = self.cfg.encoder_hidden
             chunks = outputs.reshape(x.shape[0], -1, every, 2 * hidden)
             h = torch.cat([chunks[:, :, -1, :hidden], chunks[:, :, 0, hidden:]], dim=-1)
             h = h.reshape(x.shape[0], -1)
+        else:
+            h_n = state[0] if isinstance(state, tuple) else state  # [Le*2, B, He]
+            # Last layer, forward then backward, concatenated per example (the
+            # original's reshape mixed examples when B > 1; defect 1).
+            h = torch.cat([h_n[-2], h_n[-1]], dim=-1)
         if self.cfg.conditioning == "encoder":
             h = torch.cat([h, condition[:, None]], dim=-1)
         mu = self.mu(h)
