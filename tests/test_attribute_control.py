@@ -347,7 +347,8 @@ def test_regression_vector_is_stored_with_its_calibrated_step(tmp_path, generati
 def test_quickstart_edit_writes_midi_and_picture(controlled, train_dataset, tmp_path):
     from jax_musicvae.commands.quickstart import write_edit
 
-    report = write_edit(controlled, train_dataset, tmp_path / "edit", seed=0)
+    model = TrainedModel.load(controlled, best=True)
+    report = write_edit(model, train_dataset, tmp_path / "edit", seed=0)
     low, high = np.quantile(WindowSource(train_dataset, "train").window_danceability, [0.1, 0.9])
     assert report["low"]["requested"] == pytest.approx(low)
     assert report["high"]["requested"] == pytest.approx(high)
@@ -357,4 +358,4 @@ def test_quickstart_edit_writes_midi_and_picture(controlled, train_dataset, tmp_
         assert 0.0 <= report[name]["measured"] <= 1.0
     assert (tmp_path / "edit" / "edit.png").read_bytes()[:4] == b"\x89PNG"
     plain = make_checkpoint(tmp_path / "plain", "none")
-    assert write_edit(plain, train_dataset, tmp_path / "none", seed=0) is None
+    assert write_edit(TrainedModel.load(plain), train_dataset, tmp_path / "none", seed=0) is None

@@ -348,7 +348,7 @@ def test_quickstart_samples_are_the_models_samples(workdir, models, tmp_path):
     """The README main job's samples: MIDI and PNG per sample, equal to TrainedModel.sample."""
     from jax_musicvae.commands.quickstart import write_samples
 
-    written = write_samples(workdir / "decoder", tmp_path / "samples", 3, 1.0, seed=5)
+    written = write_samples(models["decoder"], tmp_path / "samples", 3, 1.0, seed=5)
     names = sorted(p.name for p in written)
     assert names == sorted(
         [f"sample_0{i}.{e}" for i in range(3) for e in ("mid", "png")] + ["samples.png"]

@@ -15,8 +15,12 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from jax_musicvae.generate import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +54,12 @@ def build_data(source: str, out: Path, num_bars: int, seed: int) -> Path:
 
 
 def write_samples(
-    workdir: Path, out: Path, count: int, temperature: float, seed: int
+    model: TrainedModel, out: Path, count: int, temperature: float, seed: int
 ) -> list[Path]:
     """Decode z ~ N(0, I) at `temperature` into MIDI files and piano-roll PNGs."""
     from jax_musicvae.data.midi_io import write_midi
     from jax_musicvae.data.pianoroll import save_pianoroll, save_pianoroll_grid
-    from jax_musicvae.generate import TrainedModel
 
-    model = TrainedModel.load(workdir, best=True)
     representation = model.representation
     tokens = model.sample(count, temperature=temperature, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,7 @@ def write_samples(
     return written
 
 
-def write_edit(workdir: Path, data: Path, out: Path, seed: int) -> dict | None:
+def write_edit(model: TrainedModel, data: Path, out: Path, seed: int) -> dict | None:
     """One held-out window edited to a low and a high danceability (the 10th and 90th
     percentiles of the training windows' rhythm estimate): MIDI files and one picture.
     None when the model cannot take a danceability request."""
@@ -79,11 +81,9 @@ def write_edit(workdir: Path, data: Path, out: Path, seed: int) -> dict | None:
     from jax_musicvae.data.pianoroll import save_pianoroll_grid
     from jax_musicvae.data.rhythm import melody_danceability
     from jax_musicvae.data.source import WindowSource
-    from jax_musicvae.generate import TrainedModel
 
-    model = TrainedModel.load(workdir, best=True)
     if not model.controllable:
-        logger.info("%s cannot take a danceability request: no edit written", workdir)
+        logger.info("%s cannot take a danceability request: no edit written", model.label)
         return None
     rep = model.representation
     low, high = np.quantile(WindowSource(data, "train").window_danceability, [0.1, 0.9])
@@ -114,13 +114,11 @@ def write_edit(workdir: Path, data: Path, out: Path, seed: int) -> dict | None:
     return report
 
 
-def measure(workdir: Path, out: Path, temperature: float, seed: int) -> dict:
+def measure(model: TrainedModel, out: Path, temperature: float, seed: int) -> dict:
     """Reconstruction and sample quality of the best checkpoint on held-out windows,
     with pictures out/held_out_{reconstructions,interpolation}.png."""
     from jax_musicvae.analysis import AnalysisSettings, held_out_windows, reconstruction_quality
-    from jax_musicvae.generate import TrainedModel
 
-    model = TrainedModel.load(workdir, best=True)
     settings = AnalysisSettings(
         split="validation", max_windows=512, prior_temperature=temperature, seed=seed
     )
@@ -136,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from jax_musicvae.checkpoints import CheckpointError
     from jax_musicvae.config import ConfigError
     from jax_musicvae.experiment import load_config
+    from jax_musicvae.generate import TrainedModel
     from jax_musicvae.train import TrainingError, train
 
     out = Path(args.out).absolute()
@@ -148,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
         workdir = out / "run"
         resume = (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir())
         summary = train(config, data, workdir, resume=resume)
-        samples = write_samples(workdir, out / "samples", args.samples, args.temperature, args.seed)
-        quality = measure(workdir, out, args.temperature, args.seed)
-        edit = write_edit(workdir, data, out / "edit", args.seed)
+        model = TrainedModel.load(workdir, best=True)
+        samples = write_samples(model, out / "samples", args.samples, args.temperature, args.seed)
+        quality = measure(model, out, args.temperature, args.seed)
+        edit = write_edit(model, data, out / "edit", args.seed)
     except (ConfigError, CheckpointError, TrainingError, RuntimeError, ValueError) as error:
         logger.error("%s", error)
         return 1
