@@ -5,13 +5,12 @@ the split: ELBO, KL in bits, teacher-forced accuracy, greedy (argmax) reconstruc
 accuracy from mu and from mu shuffled across the sample (how much the code
 matters), the most-frequent-token baseline of the same windows, the validity of
 prior samples and of real windows (`data.melody_stats`), interpolation smoothness,
-and *control*: for requested danceability 0.1..0.9, the Spearman
-correlation between the requested value and the rhythm estimate of melodies
-generated from the prior and of held-out melodies edited to that value, plus
-how much of the source an edit keeps (token accuracy against it). Why Spearman:
-the rhythm estimator's scale is not the requested one, only its order matters.
-Output: Markdown tables, JSON, a control-curve plot, a 2-D PCA of mu, and per model
-piano rolls of held-out windows beside their reconstructions and of an interpolation.
+and *control*: for requested danceabilities (by default the nine deciles of the
+training windows' rhythm estimate), the measures of `control.py` on melodies
+generated from the same prior codes and on held-out melodies edited to each value.
+Output: Markdown tables, JSON, per-model control curves, a 2-D PCA of mu, and per
+model piano rolls of held-out windows beside their reconstructions, of an
+interpolation and of one window's edits.
 """
 
 from __future__ import annotations
