@@ -8,7 +8,16 @@ import logging
 import sys
 
 # Sub-command modules, imported lazily so `musicvae --help` stays fast.
-COMMAND_MODULES = ("parity", "data", "convert", "train", "generate", "bench", "quickstart")
+COMMAND_MODULES = (
+    "parity",
+    "data",
+    "convert",
+    "train",
+    "generate",
+    "serve",
+    "bench",
+    "quickstart",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # orbax logs every checkpoint handler it creates through absl
+        logging.getLogger("absl").setLevel(logging.ERROR)
     return int(args.func(args) or 0)
 
 

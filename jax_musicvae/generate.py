@@ -1,7 +1,7 @@
 """Make music with a trained model: sample, encode/decode, interpolate, reconstruct, edit.
 
 `TrainedModel.load(checkpoint)` gives an object whose methods take melodies as
-MIDI paths, `pretty_midi.PrettyMIDI` objects or token arrays and return token
+MIDI paths or bytes, `pretty_midi.PrettyMIDI` objects or token arrays and return token
 arrays (`write_midi` turns them into files). Why it looks the way it does:
 
 - Any batch size: work is cut into chunks of at most `batch_size` rows, and a
@@ -172,8 +172,8 @@ def row_keys(seed: jax.Array, rows: jax.Array, stream: int) -> jax.Array:
 
 
 def _is_single(inputs: Any) -> bool:
-    """A path, a PrettyMIDI object or a 1-D token array is one melody; lists are several."""
-    if isinstance(inputs, str | Path) or hasattr(inputs, "instruments"):
+    """A path, MIDI bytes, a PrettyMIDI object or a 1-D token array is one melody."""
+    if isinstance(inputs, str | Path | bytes) or hasattr(inputs, "instruments"):
         return True
     return isinstance(inputs, np.ndarray | jax.Array) and np.ndim(inputs) == 1
 
@@ -362,15 +362,19 @@ class TrainedModel:
 
     # ------------------------------------------------------------------ inputs
 
-    def melody(self, source: Any) -> Melody:
-        """One input as tokens: a MIDI path, a PrettyMIDI object or a 1-D token array.
+    def melody(self, source: Any, name: str | None = None) -> Melody:
+        """One input as tokens: a MIDI path, MIDI bytes, a PrettyMIDI object or a 1-D token array.
 
         MIDI: the busiest instrument, from the bar of its first note to the bar of its
         last; its source danceability is the rhythm estimate of the whole file.
+        `name` labels bytes in messages (default `<bytes>`).
         """
         rep = self.representation
-        if isinstance(source, str | Path) or hasattr(source, "instruments"):
-            if isinstance(source, str | Path):
+        if isinstance(source, str | Path | bytes) or hasattr(source, "instruments"):
+            if isinstance(source, bytes):
+                name = name or "<bytes>"
+                parsed = parse_midi(source, name=name)
+            elif isinstance(source, str | Path):
                 name, parsed = Path(source).name, parse_midi(source)
             else:
                 buffer = io.BytesIO()

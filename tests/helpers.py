@@ -105,6 +105,17 @@ def make_checkpoint(path: Path, conditioning: str, seed: int = 0) -> Path:
     return path
 
 
+def make_controllable_checkpoint(path: Path, seed: int = 3) -> Path:
+    """A random conditioning-'none' model whose latent dimension 0 carries danceability."""
+    experiment = tiny_model_experiment("none")
+    quantiles = tuple(float(q) for q in np.linspace(0.2, 0.9, 11))
+    experiment = dataclasses.replace(
+        experiment, loss=LossConfig(attribute_loss="sign", attribute_quantiles=quantiles)
+    )
+    save_params_checkpoint(path, random_params(experiment.model, seed), experiment.to_dict())
+    return path
+
+
 class Constant:
     """Danceability from the song number, so the condition is not constant."""
 

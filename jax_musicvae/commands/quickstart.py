@@ -184,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
         + f"  curves: {out / 'curves.png'}\n"
-        f"  checkpoints and TensorBoard logs: {workdir}\n  report: {out / 'report.json'}"
+        f"  checkpoints and TensorBoard logs: {workdir}\n  report: {out / 'report.json'}\n"
+        f"Hear and shape melodies in the browser:\n"
+        f"  musicvae serve --checkpoint {workdir} --data {data}"
     )
     return 0
