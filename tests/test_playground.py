@@ -17,10 +17,12 @@ from helpers import (
     make_checkpoint,
     make_controllable_checkpoint,
     random_params,
+    run_cli,
     scale_notes,
     tiny_model_experiment,
     write_midi_file,
 )
+from original_checkpoints import ORIGINAL_CLASSES, original_table
 
 from jax_musicvae.data.midi_io import read_tokens
 from jax_musicvae.data.rhythm import melody_danceability
@@ -325,3 +327,27 @@ def test_concurrent_requests_are_served_correctly(playground, model, melody):
             together = list(pool.map(edit, values))
     alone = [model.edit(np.array(melody), v).tolist() for v in values]
     assert together == alone
+
+
+def test_a_converted_original_checkpoint_is_served(tmp_path):
+    """The original project's decoder-conditioned GRU (ZDanceVAE) after `musicvae convert`."""
+    torch = pytest.importorskip("torch")
+    table = original_table(*ORIGINAL_CLASSES["ZDanceVAE"], 6, 5, 4, 90)
+    generator = torch.Generator().manual_seed(0)
+    state = {k: 0.3 * torch.randn(shape, generator=generator) for k, shape in table.items()}
+    torch.save(state, tmp_path / "model.pt")
+    bars = ["--set", "model.num_bars=2"]
+    assert (
+        run_cli(
+            "convert", tmp_path / "model.pt", tmp_path / "flax", "--from", "magenta-torch", *bars
+        )
+        == 0
+    )
+    client = TestClient(create_app(Playground(TrainedModel.load(tmp_path / "flax"))))
+    info = ok(client.get("/api/info"))
+    assert info["model"]["conditioning"] == "decoder" and info["controllable"]
+    sampled = ok(client.post("/api/sample", json={"count": 2, "danceability": 0.9}))
+    melody = sampled["melodies"][0]["tokens"]
+    assert len(melody) == 32
+    edited = ok(client.post("/api/edit", json={"tokens": melody, "danceability": 0.1}))
+    assert edited["edited"]["steps"] == 32
