@@ -75,7 +75,9 @@ class AnalysisSettings:
 def check_dataset(model: TrainedModel, data: str | Path, source: WindowSource) -> None:
     """The dataset's representation and window length must be the model's."""
     config = model.config
-    problem = dataset_mismatch(source.manifest, config.input_depth, config.sequence_length)
+    problem = dataset_mismatch(
+        source.manifest, config.input_depth, config.sequence_length, config.steps_per_bar
+    )
     if problem:
         raise CheckpointMismatchError(f"{model.label} does not fit dataset {data}: {problem}")
 
@@ -114,7 +116,7 @@ def _control(
     except GenerationError as error:  # encoder, or none without an attribute vector
         logger.info("%s: no generated control: %s", model.label, error)
     else:
-        generated = control_measures(values, tokens, rep, bounds, settings.seed)
+        generated = control_measures(values, tokens, rep, bounds, settings.seed, model.grid)
         curves["generated"] = generated["curve"]
     try:
         outputs = [
@@ -125,13 +127,13 @@ def _control(
         logger.info("%s: no edit control: %s", model.label, error)
     else:
         outputs = np.stack(outputs)
-        edited = control_measures(values, outputs, rep, bounds, settings.seed)
-        source = rhythm_estimates(windows, rep)["full"]
+        edited = control_measures(values, outputs, rep, bounds, settings.seed, model.grid)
+        source = rhythm_estimates(windows, rep, model.grid)["full"]
         keeps = edit_keeps(values, source, windows, outputs)
         curves["edited"] = edited["curve"]
         curves["keeps"] = [float(np.mean(o == windows)) for o in outputs]
         if pictures is not None:
-            _edit_picture(windows[0], outputs[:, 0], values, rep, f"{pictures}_edits.png")
+            _edit_picture(windows[0], outputs[:, 0], values, model, f"{pictures}_edits.png")
     return {
         "control_generated": generated["rho"] if generated else None,
         "control_edited": edited["rho"] if edited else None,
@@ -147,17 +149,18 @@ def _edit_picture(
     window: np.ndarray,
     edits: np.ndarray,
     values: Sequence[float],
-    rep: Any,
+    model: TrainedModel,
     path: str,
 ) -> Path:
     """One held-out window and its edits to each requested danceability, one per row."""
-    measured = rhythm_estimates(np.concatenate([window[None], edits]), rep)["full"]
+    rep, grid = model.representation, model.grid
+    measured = rhythm_estimates(np.concatenate([window[None], edits]), rep, grid)["full"]
     titles = [f"held-out window (danceability {measured[0]:.2f})"]
     titles += [
         f"asked {v:.2f}: measured {m:.2f}, {np.mean(e == window):.0%} of tokens kept"
         for v, m, e in zip(values, measured[1:], edits, strict=True)
     ]
-    return save_pianoroll_grid([window, *edits], rep, path, titles=titles, columns=1)
+    return save_pianoroll_grid([window, *edits], rep, path, titles=titles, columns=1, grid=grid)
 
 
 def _reconstruction(
@@ -198,7 +201,9 @@ def _reconstruction(
             sequences += [windows[i], rebuilt[i]]
             titles += [f"held-out {i}", f"reconstruction {i}"]
         result["reconstruction_png"] = str(
-            save_pianoroll_grid(sequences, rep, f"{pictures}_reconstructions.png", titles=titles)
+            save_pianoroll_grid(
+                sequences, rep, f"{pictures}_reconstructions.png", titles=titles, grid=model.grid
+            )
         )
         if pairs:
             steps = settings.interpolation_steps
@@ -208,6 +213,7 @@ def _reconstruction(
                     rep,
                     f"{pictures}_interpolation.png",
                     titles=[f"step {k} of {steps - 1}" for k in range(steps)],
+                    grid=model.grid,
                     columns=1,
                 )
             )
@@ -228,7 +234,9 @@ def held_out_windows(
     rng = np.random.default_rng(settings.seed)
     index = rng.permutation(len(source))[: settings.max_windows]
     windows = np.asarray(source.tokens[index], np.int32)
-    danceability = window_danceability(windows, source.condition[index], model.representation)
+    danceability = window_danceability(
+        windows, source.condition[index], model.representation, model.grid
+    )
     return windows, danceability
 
 

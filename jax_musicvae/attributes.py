@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jax_musicvae.atomic import atomic_write
+from jax_musicvae.data.meters import DEFAULT_GRID, Grid
 from jax_musicvae.data.representations import Representation
 from jax_musicvae.data.rhythm import melody_danceability
 from jax_musicvae.data.source import WindowSource
@@ -89,13 +90,16 @@ class AttributeVector:
 
 
 def window_danceability(
-    tokens: np.ndarray, condition: np.ndarray, representation: Representation
+    tokens: np.ndarray,
+    condition: np.ndarray,
+    representation: Representation,
+    grid: Grid = DEFAULT_GRID,
 ) -> np.ndarray:
     """Dataset danceability per window; the rhythm estimate where the dataset has none (NaN)."""
     values = np.asarray(condition, np.float32).copy()
     missing = np.flatnonzero(np.isnan(values))
     for i in missing:
-        values[i] = melody_danceability(tokens[i], representation)
+        values[i] = melody_danceability(tokens[i], representation, grid=grid)
     if len(missing):
         logger.info(
             "%d of %d windows without danceability: used the rhythm estimate",
@@ -125,8 +129,7 @@ def calibrate_step(model: TrainedModel, tokens: np.ndarray, vector: AttributeVec
     """The scale of `vector` whose greedy edits of `tokens` by +-CALIBRATION_CHANGE change
     the decoded melodies' rhythm estimate by that much on average (from STEP_SCALES)."""
     tokens = tokens[:CALIBRATION_WINDOWS]
-    rep = model.representation
-    before = np.array([melody_danceability(t, rep) for t in tokens])
+    before = np.array([model.danceability_of(t) for t in tokens])
     mu = model.encode(tokens).mu
     errors = []
     for scale in STEP_SCALES:
@@ -134,7 +137,7 @@ def calibrate_step(model: TrainedModel, tokens: np.ndarray, vector: AttributeVec
         for change in (-CALIBRATION_CHANGE, CALIBRATION_CHANGE):
             shift = scale * vector.shift(np.zeros(len(mu)), np.full(len(mu), change))
             decoded = model.decode(mu + shift, temperature=0.0)
-            after = np.array([melody_danceability(t, rep) for t in decoded])
+            after = np.array([model.danceability_of(t) for t in decoded])
             error += abs(float(np.mean(after - before)) - change)
         errors.append(error)
     return STEP_SCALES[int(np.argmin(errors))]
@@ -175,7 +178,9 @@ def compute_attribute_vector(
     if max_windows is not None and len(index) > max_windows:
         index = np.sort(np.random.default_rng(seed).choice(index, max_windows, replace=False))
     tokens = np.asarray(source.tokens[index], np.int32)
-    danceability = window_danceability(tokens, source.condition[index], model.representation)
+    danceability = window_danceability(
+        tokens, source.condition[index], model.representation, model.grid
+    )
     count = max(1, math.floor(fraction * len(index)))
     order = np.argsort(danceability, kind="stable")
     low, high = order[:count], order[-count:]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from jax_musicvae.data.melody_stats import ValidityBounds
+from jax_musicvae.data.meters import DEFAULT_GRID, Grid
 from jax_musicvae.data.representations import Representation
 from jax_musicvae.data.rhythm import WEIGHTS, estimate_danceability, melody_rhythm
 from jax_musicvae.statistics import spearman
@@ -37,10 +38,12 @@ BOOTSTRAP_DRAWS = 1000
 EDIT_CHANGE_LIMIT = 0.3  # edits whose request is this close to the source: "keeps" is read here
 
 
-def rhythm_estimates(tokens: np.ndarray, rep: Representation) -> dict[str, np.ndarray]:
+def rhythm_estimates(
+    tokens: np.ndarray, rep: Representation, grid: Grid = DEFAULT_GRID
+) -> dict[str, np.ndarray]:
     """Per melody [N, T]: the rhythm estimate (`full`) and each leave-one-feature-out
-    variant (`without_<feature>`)."""
-    rhythms = [melody_rhythm(t, rep) for t in tokens]
+    variant (`without_<feature>`), on the melodies' bar grid."""
+    rhythms = [melody_rhythm(t, rep, grid=grid) for t in tokens]
     out = {"full": np.array([estimate_danceability(r) for r in rhythms])}
     for left_out in WEIGHTS:
         out[f"without_{left_out}"] = np.array(
@@ -152,12 +155,13 @@ def control_measures(
     rep: Representation,
     bounds: ValidityBounds,
     seed: int = 0,
+    grid: Grid = DEFAULT_GRID,
 ) -> dict[str, Any]:
     """Every measure of the module docstring for outputs tokens [V, N, T] of V requests."""
     requested = np.asarray(requested, np.float64)
     values, count = tokens.shape[:2]
     flat = tokens.reshape(values * count, -1)
-    estimates = {k: v.reshape(values, count) for k, v in rhythm_estimates(flat, rep).items()}
+    estimates = {k: v.reshape(values, count) for k, v in rhythm_estimates(flat, rep, grid).items()}
     measured = estimates["full"]
     low, high = bootstrap_interval(requested, measured, seed)
     held_out = {

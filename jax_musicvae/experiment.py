@@ -23,6 +23,7 @@ from jax_musicvae.config import (
     check_positive,
     replace_checked,
 )
+from jax_musicvae.data.meters import GRIDS
 from jax_musicvae.data.source import DANCEABILITY_LEVELS
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -40,6 +41,8 @@ class DataConfig:
     # song's value (`song`, the thesis's choice) or the rhythm estimate of the
     # window itself (`window`).
     danceability: str = "song"
+    # The bar grid of the windows (`data.meters`); `musicvae train` stores the dataset's.
+    grid: str = "duple"
 
     def __post_init__(self) -> None:
         if self.danceability not in DANCEABILITY_LEVELS:
@@ -47,6 +50,8 @@ class DataConfig:
                 f"data.danceability={self.danceability!r} must be one of "
                 f"{', '.join(DANCEABILITY_LEVELS)}"
             )
+        if self.grid not in GRIDS:
+            raise ConfigError(f"data.grid={self.grid!r} must be one of {', '.join(GRIDS)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,12 +36,9 @@ import numpy as np
 from jax_musicvae import checkpoints
 from jax_musicvae.attributes import ATTRIBUTE_FILE, COMMAND, AttributeVector
 from jax_musicvae.config import LossConfig, ModelConfig
-from jax_musicvae.data.midi_io import parse_midi, song_tokens
-from jax_musicvae.data.representations import (
-    REPRESENTATIONS,
-    STEPS_PER_BAR,
-    Representation,
-)
+from jax_musicvae.data.meters import Grid, grid_named
+from jax_musicvae.data.midi_io import parse_midi, song_tokens, write_midi
+from jax_musicvae.data.representations import REPRESENTATIONS, Representation
 from jax_musicvae.data.rhythm import estimate_danceability, melody_danceability
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.models import MusicVAE, init_params
@@ -90,10 +87,6 @@ class Encoding:
 
 def representation_for(config: ModelConfig) -> Representation:
     """The token representation a model reads, identified by its input depth."""
-    if config.steps_per_bar != STEPS_PER_BAR:
-        raise CheckpointMismatchError(
-            f"model has steps_per_bar={config.steps_per_bar}; MIDI I/O uses {STEPS_PER_BAR}"
-        )
     for rep in REPRESENTATIONS.values():
         if rep.depth == config.input_depth:
             return rep
@@ -254,6 +247,12 @@ class TrainedModel:
         self.experiment = experiment
         self.config = experiment.model
         self.representation = representation_for(self.config)
+        self.grid: Grid = grid_named(experiment.data.grid)
+        if self.config.steps_per_bar != self.grid.steps_per_bar:
+            raise CheckpointMismatchError(
+                f"{label}: model has steps_per_bar={self.config.steps_per_bar}; its "
+                f"{self.grid.name} grid has bars of {self.grid.steps_per_bar} steps"
+            )
         check_params(self.config, params, label)
         self.params = params
         self.batch_size = batch_size
@@ -373,21 +372,22 @@ class TrainedModel:
         if isinstance(source, str | Path | bytes) or hasattr(source, "instruments"):
             if isinstance(source, bytes):
                 name = name or "<bytes>"
-                parsed = parse_midi(source, name=name)
+                parsed = parse_midi(source, name=name, grid=self.grid)
             elif isinstance(source, str | Path):
-                name, parsed = Path(source).name, parse_midi(source)
+                name, parsed = Path(source).name, parse_midi(source, grid=self.grid)
             else:
                 buffer = io.BytesIO()
                 source.write(buffer)
                 name = "<pretty_midi>"
-                parsed = parse_midi(buffer.getvalue(), name=name)
+                parsed = parse_midi(buffer.getvalue(), name=name, grid=self.grid)
             tokens = rep.canonical(song_tokens(parsed, rep)[None])[0].astype(np.int32)
-            bars = np.flatnonzero(rep.sounding(tokens).reshape(-1, STEPS_PER_BAR).any(-1))
+            bar = self.grid.steps_per_bar
+            bars = np.flatnonzero(rep.sounding(tokens).reshape(-1, bar).any(-1))
             if not len(bars):
                 raise GenerationError(
                     f"{name}: no usable melody (no notes in the pitch range of {rep.name})"
                 )
-            tokens = tokens[bars[0] * STEPS_PER_BAR : (bars[-1] + 1) * STEPS_PER_BAR]
+            tokens = tokens[bars[0] * bar : (bars[-1] + 1) * bar]
             return Melody(tokens, estimate_danceability(parsed.rhythm()), name)
         tokens = np.asarray(source)
         if tokens.ndim != 1 or not len(tokens) or not np.issubdtype(tokens.dtype, np.integer):
@@ -401,7 +401,21 @@ class TrainedModel:
                 f"[{tokens.min()}, {tokens.max()}]"
             )
         tokens = tokens.astype(np.int32)
-        return Melody(tokens, melody_danceability(tokens, rep), "<tokens>")
+        return Melody(tokens, self.danceability_of(tokens), "<tokens>")
+
+    def danceability_of(self, tokens: np.ndarray, tempo_bpm: float = 120.0) -> float:
+        """The rhythm estimate of one token melody on this model's grid."""
+        return melody_danceability(tokens, self.representation, tempo_bpm, self.grid)
+
+    def write_midi(self, tokens: np.ndarray, path: str | Path, tempo_bpm: float = 120.0) -> Path:
+        """One token melody as a MIDI file in the time signature of this model's grid."""
+        return write_midi(
+            tokens,
+            self.representation,
+            path,
+            tempo_bpm=tempo_bpm,
+            time_signature=self.grid.time_signature,
+        )
 
     def melodies(self, inputs: Any) -> list[Melody]:
         """A list of melodies from one input or a sequence (a 2-D array is one per row)."""

@@ -34,6 +34,7 @@ from jax_musicvae.config import ConfigError
 from jax_musicvae.data.loader import make_loader
 from jax_musicvae.data.source import (
     WindowSource,
+    dataset_grid,
     dataset_mismatch,
     load_manifest,
     most_frequent_token,
@@ -108,7 +109,10 @@ def tree_sharding(tree: Any, mesh: Mesh, shard: bool) -> Any:
 def check_dataset(data_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
     """The dataset's manifest, after checking it fits the model (depth, length, condition)."""
     manifest = load_manifest(data_dir)
-    problem = dataset_mismatch(manifest, config.model.input_depth, config.model.sequence_length)
+    model = config.model
+    problem = dataset_mismatch(
+        manifest, model.input_depth, model.sequence_length, model.steps_per_bar
+    )
     if problem:
         raise ConfigError(f"{data_dir}: {problem}")
     return manifest
@@ -395,7 +399,12 @@ def gather(array: jax.Array) -> np.ndarray:
 
 
 def save_reconstructions(
-    trainer: Trainer, params: Any, loaders: _Loaders, representation: str, out: Path, count: int
+    trainer: Trainer,
+    params: Any,
+    loaders: _Loaders,
+    manifest: dict[str, Any],
+    out: Path,
+    count: int,
 ) -> Path | None:
     """Piano rolls of a few validation windows next to their argmax reconstructions."""
     from jax_musicvae.data.pianoroll import save_pianoroll_grid
@@ -413,7 +422,8 @@ def save_reconstructions(
     for i in range(count):
         sequences += [originals[i], tokens[i]]
         titles += [f"validation {i}", f"reconstruction {i}"]
-    return save_pianoroll_grid(sequences, get_representation(representation), out, titles=titles)
+    rep = get_representation(manifest["representation"])
+    return save_pianoroll_grid(sequences, rep, out, titles=titles, grid=dataset_grid(manifest))
 
 
 def train(
@@ -428,7 +438,9 @@ def train(
     initialize_distributed(config)
     data_dir, workdir = Path(data_dir), Path(workdir)
     manifest = check_dataset(data_dir, config)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, path=str(data_dir)))
+    # The dataset's grid is stored with the model: generation writes its time signature.
+    data = dataclasses.replace(config.data, path=str(data_dir), grid=dataset_grid(manifest).name)
+    config = dataclasses.replace(config, data=data)
     config = freeze_attribute_transform(config, data_dir)
     tc = config.train
     lead = jax.process_index() == 0
@@ -579,7 +591,7 @@ def train(
         trainer,
         state.params,
         loaders,
-        manifest["representation"],
+        manifest,
         workdir / "reconstructions.png",
         tc.num_reconstructions,
     )

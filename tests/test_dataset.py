@@ -35,13 +35,13 @@ def test_build_music21_test_files(tmp_path):
     # test04 (2/4, bars paired into 16 steps) is usable; 3/4, 6/8, 3/8 are not.
     assert m["counts"]["parsed"] == 13 and m["counts"]["skipped"] == 8
     assert {s["reason"] for s in m["skipped"]} >= {
-        "no usable section (meter 6/8 (bar of 12 sixteenths, not 8, 16 or 32))",
-        "no usable section (meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32))",
-        "no usable section (meter 3/8 (bar of 6 sixteenths, not 8, 16 or 32))",
+        "no usable section (meter 6/8 (bar of 12 sixteenths, not on the duple grid; --meter compound keeps it))",
+        "no usable section (meter 3/4 (bar of 12 sixteenths, not on the duple grid; --meter triple keeps it))",
+        "no usable section (meter 3/8 (bar of 6 sixteenths, not on the duple grid; --meter compound keeps it))",
     }
     # test02's 1/4 pickup bar is left out of an otherwise usable file.
     assert m["dropped_sections"] == {
-        "meter 1/4 (bar of 4 sixteenths, not 8, 16 or 32)": {"files": 1, "sections": 1}
+        "meter 1/4 (a pickup, or no clear bar length in the notes)": {"files": 1, "sections": 1}
     }
     splits = m["counts"]["splits"]
     assert [splits[s]["songs"] for s in SPLITS] == [11, 1, 1]

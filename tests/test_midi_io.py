@@ -80,8 +80,8 @@ def test_sections_tempo_and_meter_changes_pickup(tmp_path):
     assert got[0] == (0, 64, 100.0)
     assert got[1][1:] == (32, 140.0)
     assert parsed.dropped == {
-        "meter 1/4 (bar of 4 sixteenths, not 8, 16 or 32)": 1,
-        "meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32)": 1,
+        "meter 1/4 (a pickup, or no clear bar length in the notes)": 1,
+        "meter 3/4 (bar of 12 sixteenths, not on the duple grid; --meter triple keeps it)": 1,
         "tempo 2000 bpm outside [20, 400]": 2,
     }
     # The pickup's notes (ticks 0 and 240) are dropped; the 4/4 grid starts at tick 480.
@@ -147,11 +147,26 @@ def test_four_two_bars_are_split_in_two(tmp_path):
 @pytest.mark.parametrize(
     ("sig", "reason"),
     [
-        ((3, 4), "meter 3/4 (bar of 12 sixteenths, not 8, 16 or 32)"),
-        ((6, 8), "meter 6/8 (bar of 12 sixteenths, not 8, 16 or 32)"),
-        ((9, 8), "meter 9/8 (bar of 18 sixteenths, not 8, 16 or 32)"),
-        ((3, 2), "meter 3/2 (bar of 24 sixteenths, not 8, 16 or 32)"),
-        ((5, 32), "meter 5/32 (bar of 2.5 sixteenths, not 8, 16 or 32)"),
+        (
+            (3, 4),
+            "meter 3/4 (bar of 12 sixteenths, not on the duple grid; --meter triple keeps it)",
+        ),
+        (
+            (6, 8),
+            "meter 6/8 (bar of 12 sixteenths, not on the duple grid; --meter compound keeps it)",
+        ),
+        (
+            (9, 8),
+            "meter 9/8 (bar of 18 sixteenths, not on the duple grid; --meter compound-triple keeps it)",
+        ),
+        (
+            (3, 2),
+            "meter 3/2 (bar of 24 sixteenths, not on the duple grid; --meter magenta cuts 16-step bars)",
+        ),
+        (
+            (5, 32),
+            "meter 5/32 (bar of 2.5 sixteenths, not on the duple grid; --meter magenta cuts 16-step bars)",
+        ),
     ],
 )
 def test_meters_that_do_not_fit_16_step_bars_are_dropped(tmp_path, sig, reason):

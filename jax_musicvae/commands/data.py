@@ -45,7 +45,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source")
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--representation", choices=("pianoroll61", "melody90"), default="pianoroll61")
-    p.add_argument("--bars", type=int, default=16, help="bars per window (16 steps each)")
+    p.add_argument("--bars", type=int, default=16, help="bars per window")
+    p.add_argument(
+        "--meter",
+        default="duple",
+        help="bar grid and the meters kept on it: duple (4/4, 2/4 paired, 4/2 split; 16 "
+        "steps a bar), triple (3/4; 12), compound (6/8, 3/8 paired, 12/8 split; 12), "
+        "compound-triple (9/8; 18), magenta (ignore the declared meter, 16-step bars), or "
+        "meters of one grid such as 6/8,12/8 (default duple)",
+    )
     p.add_argument(
         "--danceability",
         default=None,
@@ -96,6 +104,7 @@ def run_build(args: argparse.Namespace) -> int:
             danceability=danceability,
             missing=args.missing,
             max_file_bytes=int(args.max_file_mb * 2**20),
+            meter=args.meter,
         )
         result = build_dataset(
             args.source,
@@ -129,4 +138,10 @@ def run_build(args: argparse.Namespace) -> int:
         reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  skipped {n}: {reason}")
+    meters = ", ".join(
+        f"{meter} {v['songs']} songs / {v['windows']} windows"
+        for meter, v in sorted(counts["meters"].items(), key=lambda kv: -kv[1]["songs"])
+    )
+    grid = result.manifest
+    print(f"{grid['grid']} grid ({grid['steps_per_bar']} steps a bar): {meters}")
     return 0

@@ -210,9 +210,7 @@ def _named(stem: Path, extension: str) -> Path:
 
 def _write_melody(model, tokens: np.ndarray, path: Path, args: argparse.Namespace) -> None:
     """path.mid (and path.wav with --wav); prints what it wrote."""
-    from jax_musicvae.data.midi_io import write_midi
-
-    written = [write_midi(tokens, model.representation, _named(path, ".mid"), tempo_bpm=args.tempo)]
+    written = [model.write_midi(tokens, _named(path, ".mid"), tempo_bpm=args.tempo)]
     if args.wav:
         written.append(write_wav(tokens, model.representation, _named(path, ".wav"), args.tempo))
     for p in written:
@@ -222,13 +220,8 @@ def _write_melody(model, tokens: np.ndarray, path: Path, args: argparse.Namespac
 def _roll(model, sequences: list[np.ndarray], titles: list[str], path: Path) -> None:
     from jax_musicvae.data.pianoroll import save_pianoroll_grid
 
-    print(save_pianoroll_grid(sequences, model.representation, path, titles=titles, columns=1))
-
-
-def _estimate(model, tokens: np.ndarray) -> float:
-    from jax_musicvae.data.rhythm import melody_danceability
-
-    return melody_danceability(tokens, model.representation, 120.0)
+    rep, grid = model.representation, model.grid
+    print(save_pianoroll_grid(sequences, rep, path, titles=titles, columns=1, grid=grid))
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -239,7 +232,7 @@ def run_sample(args: argparse.Namespace) -> int:
     for i, melody in enumerate(tokens):
         stem = args.out / f"sample_{i:03d}"
         _write_melody(model, melody, stem, args)
-        title = f"sample {i} (danceability estimate {_estimate(model, melody):.2f}{asked})"
+        title = f"sample {i} (danceability estimate {model.danceability_of(melody):.2f}{asked})"
         _roll(model, [melody], [title], _named(stem, ".png"))
     return 0
 
@@ -255,7 +248,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         _write_melody(model, melody, args.out / f"interpolate_{i:02d}", args)
         t = i / (len(tokens) - 1)
         titles.append(
-            f"step {i}: t = {t:.2f} (danceability estimate {_estimate(model, melody):.2f})"
+            f"step {i}: t = {t:.2f} (danceability estimate {model.danceability_of(melody):.2f})"
         )
     _roll(model, list(tokens), titles, args.out / "interpolate.png")
     return 0
@@ -286,7 +279,7 @@ def run_edit(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{args.input.stem}_danceability_{args.danceability:.2f}"
     _write_melody(model, tokens, stem, args)
-    before, after = _estimate(model, source.tokens), _estimate(model, tokens)
+    before, after = model.danceability_of(source.tokens), model.danceability_of(tokens)
     kept = float(np.mean(tokens == source.tokens))
     logger.info(
         "%s: danceability estimate %.3f -> %.3f (requested %.2f), %.0f%% tokens kept",

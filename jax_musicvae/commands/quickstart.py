@@ -57,19 +57,21 @@ def write_samples(
     model: TrainedModel, out: Path, count: int, temperature: float, seed: int
 ) -> list[Path]:
     """Decode z ~ N(0, I) at `temperature` into MIDI files and piano-roll PNGs."""
-    from jax_musicvae.data.midi_io import write_midi
     from jax_musicvae.data.pianoroll import save_pianoroll, save_pianoroll_grid
 
-    representation = model.representation
+    representation, grid = model.representation, model.grid
     tokens = model.sample(count, temperature=temperature, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, sample in enumerate(tokens):
-        written.append(write_midi(sample, representation, out / f"sample_{i:02d}.mid"))
+        written.append(model.write_midi(sample, out / f"sample_{i:02d}.mid"))
+        picture = out / f"sample_{i:02d}.png"
         written.append(
-            save_pianoroll(sample, representation, out / f"sample_{i:02d}.png", title=f"sample {i}")
+            save_pianoroll(sample, representation, picture, title=f"sample {i}", grid=grid)
         )
-    written.append(save_pianoroll_grid(list(tokens), representation, out / "samples.png"))
+    written.append(
+        save_pianoroll_grid(list(tokens), representation, out / "samples.png", grid=grid)
+    )
     return written
 
 
@@ -77,9 +79,7 @@ def write_edit(model: TrainedModel, data: Path, out: Path, seed: int) -> dict | 
     """One held-out window edited to a low and a high danceability (the 10th and 90th
     percentiles of the training windows' rhythm estimate): MIDI files and one picture.
     None when the model cannot take a danceability request."""
-    from jax_musicvae.data.midi_io import write_midi
     from jax_musicvae.data.pianoroll import save_pianoroll_grid
-    from jax_musicvae.data.rhythm import melody_danceability
     from jax_musicvae.data.source import WindowSource
 
     if not model.controllable:
@@ -95,8 +95,8 @@ def write_edit(model: TrainedModel, data: Path, out: Path, seed: int) -> dict | 
         melodies[name] = model.edit(source, float(target), seed=seed)
     report, titles = {}, []
     for name, tokens in melodies.items():
-        write_midi(tokens, rep, out / f"{name}.mid")
-        value = melody_danceability(tokens, rep)
+        model.write_midi(tokens, out / f"{name}.mid")
+        value = model.danceability_of(tokens)
         kept = float(np.mean(tokens == source))
         requested = {"low": low, "high": high}.get(name)
         report[name] = {
@@ -109,7 +109,9 @@ def write_edit(model: TrainedModel, data: Path, out: Path, seed: int) -> dict | 
             title += f" (asked {requested:.2f}, {kept:.0%} of tokens kept)"
         titles.append(title)
     rolls = list(melodies.values())
-    picture = save_pianoroll_grid(rolls, rep, out / "edit.png", titles=titles, columns=1)
+    picture = save_pianoroll_grid(
+        rolls, rep, out / "edit.png", titles=titles, columns=1, grid=model.grid
+    )
     report["png"] = str(picture)
     return report
 

@@ -49,6 +49,7 @@ import tqdm
 
 from jax_musicvae.atomic import atomic_file
 from jax_musicvae.data import midi_io, windows
+from jax_musicvae.data.meters import Grid, parse_meter
 from jax_musicvae.data.representations import STEPS_PER_BAR, get_representation
 from jax_musicvae.data.rhythm import window_danceability_estimates
 from jax_musicvae.data.source import SPLITS, WINDOW_DANCEABILITY_FILE
@@ -64,7 +65,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 FORMAT = "jax-musicvae-windows"
 FORMAT_VERSION = 1
 # Bump when per-file processing changes, so stale cache entries are not reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
 _DUPLICATE_SUFFIX = re.compile(r"\.\d+$")
 
@@ -90,9 +91,16 @@ class BuildSettings:
     max_bpm: float = midi_io.MAX_BPM
     max_file_bytes: int = 16 * 2**20
     max_bars: int = midi_io.MAX_BARS
+    # The bar grid and the declared meters kept on it (`meters.parse_meter`).
+    meter: str = "duple"
+
+    @property
+    def grid(self) -> Grid:
+        return parse_meter(self.meter)
 
     def __post_init__(self) -> None:
         get_representation(self.representation)
+        self.grid  # noqa: B018 (validates the meter text)
         if self.num_bars < 1:
             raise ValueError(f"num_bars={self.num_bars} must be >= 1")
         if len(self.split) != 3 or min(self.split) < 0 or not math.isclose(sum(self.split), 1):
@@ -115,6 +123,7 @@ class BuildSettings:
             "max_bpm": self.max_bpm,
             "max_file_bytes": self.max_file_bytes,
             "max_bars": self.max_bars,
+            "meter": self.meter,
         }
 
 
@@ -126,6 +135,13 @@ class FileResult:
     cached: bool
     # Sections left out of a usable file (reason -> count), e.g. a 3/4 stretch.
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Steps kept per declared meter (`ParsedMidi.meters`).
+    meters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def meter(self) -> str | None:
+        """The declared meter of most of the kept steps."""
+        return max(self.meters, key=self.meters.get) if self.meters else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,10 +223,15 @@ def _load_cached(path: Path) -> FileResult | None:
             if "reason" in z:
                 return FileResult(None, None, str(z["reason"]), True)
             rhythm = SongRhythm(
-                z["onset_steps"], int(z["num_steps"]), float(z["tempo_bpm"]), int(z["drums"])
+                z["onset_steps"],
+                int(z["num_steps"]),
+                float(z["tempo_bpm"]),
+                int(z["drums"]),
+                str(z["grid"]),
             )
             dropped = json.loads(str(z["dropped"]))
-            return FileResult(z["windows"], rhythm, None, True, dropped)
+            meters = json.loads(str(z["meters"]))
+            return FileResult(z["windows"], rhythm, None, True, dropped, meters)
     except Exception:  # a damaged cache entry is recomputed
         logger.debug("ignoring unreadable cache entry %s", path)
         return None
@@ -229,7 +250,9 @@ def _save_cached(path: Path, result: FileResult) -> None:
             num_steps=r.num_steps,
             tempo_bpm=r.tempo_bpm,
             drums=r.drum_onset_count,
+            grid=np.array(r.grid),
             dropped=np.array(json.dumps(result.dropped)),
+            meters=np.array(json.dumps(result.meters)),
         )
 
 
@@ -258,15 +281,17 @@ def process_file(path: str, params: dict[str, Any], cache_dir: Path | None) -> F
             min_bpm=params["min_bpm"],
             max_bpm=params["max_bpm"],
             max_bars=params["max_bars"],
+            grid=parse_meter(params["meter"]),
         )
         found = windows.cut_windows(
             windows.song_sequences(parsed, rep),
             rep,
             params["num_bars"],
             params["max_silent_run"],
+            parsed.grid.steps_per_bar,
         )
         if len(found):
-            result = FileResult(found, parsed.rhythm(), None, False, parsed.dropped)
+            result = FileResult(found, parsed.rhythm(), None, False, parsed.dropped, parsed.meters)
         else:
             result = FileResult(
                 None,
@@ -482,7 +507,14 @@ def build_dataset(
         )
         song_rows.append(row)
 
-    length = settings.num_bars * STEPS_PER_BAR
+    grid = settings.grid
+    length = settings.num_bars * grid.steps_per_bar
+    by_meter: dict[str, dict[str, int]] = {}
+    for (_, result, _), row in zip(kept, song_rows, strict=True):
+        row["meter"] = result.meter
+        entry = by_meter.setdefault(str(result.meter), {"songs": 0, "windows": 0})
+        entry["songs"] += 1
+        entry["windows"] += row["windows"]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -499,7 +531,7 @@ def build_dataset(
             _write_array(tmp / split / "song.npy", song_ix.astype(np.int32), digest)
             _write_array(tmp / split / "condition.npy", cond.astype(np.float32), digest)
             _write_array(tmp / split / "transpose.npy", shift.astype(np.int8), digest)
-            window_value = window_danceability_estimates(tokens, rep)
+            window_value = window_danceability_estimates(tokens, rep, grid)
             _write_array(tmp / split / WINDOW_DANCEABILITY_FILE, window_value, digest)
             counts[split] = {"songs": len(rows), "windows": int(len(tokens))}
             labelled = ~np.isnan(cond)
@@ -520,7 +552,10 @@ def build_dataset(
             "representation": rep.name,
             "depth": rep.depth,
             "num_bars": settings.num_bars,
-            "steps_per_bar": STEPS_PER_BAR,
+            "grid": grid.name,
+            "steps_per_bar": grid.steps_per_bar,
+            "steps_per_beat": grid.steps_per_beat,
+            "time_signature": list(grid.time_signature),
             "sequence_length": length,
             "settings": {
                 **dataclasses.asdict(settings),
@@ -536,6 +571,7 @@ def build_dataset(
                 "danceability_dropped": dropped,
                 "danceability_filled": filled,
                 "splits": counts,
+                "meters": dict(sorted(by_meter.items())),
             },
             "skipped": skipped,
             "dropped_sections": dict(sorted(partly_dropped.items())),

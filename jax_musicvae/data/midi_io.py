@@ -6,16 +6,20 @@ which is what makes a 17k-file Lakh build take minutes instead of an hour.
 Parsing works in ticks, so the grid (a quarter of a quarter note) does not
 depend on the tempo. A song is cut into *sections*:
 
-- a time-signature change starts a section. The model's bars are 16 steps, so
-  a meter is kept only when its bar lines land on a 16-step grid: bars of 16
-  sixteenths (4/4, 2/2, 8/8) as they are, bars of 8 (2/4, 4/8) paired into one
-  16-step bar from the section's first bar line (a dangling half bar at the
-  end is dropped), bars of 32 (4/2, 8/4) split in two. Other meters (3/4, 6/8,
-  9/8, 3/2 ...) would put the model's bar lines inside real bars, so their
-  sections are dropped and counted in `ParsedMidi.dropped`; a pickup written
-  as its own 1/4 or 2/4 meter is dropped too (shorter than a 16-step bar), so
-  the bar lines of the rest stay on the grid. A file without a time signature
-  is 4/4 (the MIDI default);
+- a time-signature change starts a section. Windows are whole bars of the
+  dataset's grid (`meters.py`: 16 steps for duple meters by default, 12 for 3/4
+  or 6/8, 18 for 9/8), so a meter is kept only when its bar lines land on that
+  grid: bars of the grid's length as they are, half bars (2/4 on the duple
+  grid, 3/8 on the compound one) paired from the section's first bar line (a
+  dangling half bar at the end is dropped), double bars (4/2, 12/8) split in
+  two. Other meters would put the grid's bar lines inside real bars, so their
+  sections are dropped and counted in `ParsedMidi.dropped`. Stretches declared
+  in a notation artefact (1/4, 1/8, 1/2, 4/1) are regrouped into real bars where
+  the notes show the bar length (`meters.regroup`); a short one (a pickup
+  written as its own 1/4 or 2/4 bar) is dropped, so the bar lines of the rest
+  stay on the grid. The `magenta` grid ignores the declared meter and cuts
+  16-step bars from each section's start. A file without a time signature is
+  4/4 (the MIDI default);
 - a tempo change starts a section at the next bar line (the bar containing the
   change stays whole); sections whose tempo is absurd (outside
   [min_bpm, max_bpm]) are dropped;
@@ -39,7 +43,15 @@ from pathlib import Path
 import numpy as np
 import symusic
 
-from jax_musicvae.data.representations import STEPS_PER_BAR, Notes, Representation
+from jax_musicvae.data.meters import (
+    ARTEFACT_METERS,
+    DEFAULT_GRID,
+    GRIDS,
+    Grid,
+    bar_steps,
+    regroup,
+)
+from jax_musicvae.data.representations import Notes, Representation
 from jax_musicvae.data.types import SongRhythm
 
 logger = logging.getLogger(__name__)
@@ -50,8 +62,6 @@ DEFAULT_BPM = 120.0
 # Longer songs (over 11 hours at 120 bpm) are corrupt timing, not music.
 MAX_BARS = 20_000
 STEPS_PER_QUARTER = 4
-# Bar lengths (in 16ths) that pair, match or split exactly into 16-step bars.
-GRID_BAR_STEPS = (8, 16, 32)
 
 
 class MidiError(ValueError):
@@ -69,11 +79,12 @@ class Track:
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """A stretch of constant tempo in a meter that fits 16-step bars."""
+    """A stretch of constant tempo in a meter that fits the grid's bars."""
 
     start: int
     num_steps: int
     tempo_bpm: float
+    meter: str = "4/4"  # as declared; "1/4 regrouped" for a regrouped artefact
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +94,7 @@ class ParsedMidi:
     drum_onset_count: int
     # Why parts of the song were left out: reason -> number of sections.
     dropped: dict[str, int]
+    grid: Grid = DEFAULT_GRID
 
     @property
     def num_steps(self) -> int:
@@ -107,7 +119,16 @@ class ParsedMidi:
             num_steps=self.num_steps,
             tempo_bpm=float((weights * tempos).sum() / weights.sum()),
             drum_onset_count=self.drum_onset_count,
+            grid=self.grid.name,
         )
+
+    @property
+    def meters(self) -> dict[str, int]:
+        """Steps kept per declared meter."""
+        out: dict[str, int] = {}
+        for section in self.sections:
+            out[section.meter] = out.get(section.meter, 0) + section.num_steps
+        return out
 
 
 def _read_score(source: str | Path | bytes, label: str) -> symusic.Score:
@@ -140,17 +161,28 @@ def _meter_segments(score: symusic.Score, end: int) -> list[tuple[int, int, int,
     return [(a, b, *sigs[a]) for a, b in zip(times, stops, strict=True) if b > a]
 
 
-def meter_bar_steps(numerator: int, denominator: int) -> float:
-    """Length of one bar of `numerator`/`denominator` in 16th-note steps."""
-    return numerator * STEPS_PER_QUARTER * 4 / denominator
+def _meter_drop_reason(numerator: int, denominator: int, grid: Grid) -> str:
+    """Why a declared meter is not kept on `grid`, and which --meter would keep it."""
+    steps = bar_steps(numerator, denominator)
+    others = [g.name for g in GRIDS.values() if (numerator, denominator) in g.meters]
+    hint = f"--meter {others[0]} keeps it" if others else "--meter magenta cuts 16-step bars"
+    return (
+        f"meter {numerator}/{denominator} (bar of {steps:g} sixteenths, not on the "
+        f"{grid.name} grid; {hint})"
+    )
 
 
-def _meter_drop_reason(numerator: int, denominator: int) -> str | None:
-    """Why a meter cannot be cut into 16-step bars, or None when it can."""
-    steps = meter_bar_steps(numerator, denominator)
-    if steps in GRID_BAR_STEPS:
-        return None
-    return f"meter {numerator}/{denominator} (bar of {steps:g} sixteenths, not 8, 16 or 32)"
+def _segment_onsets(
+    pitched: list, start: float, stop: float, step_ticks: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(onset steps, durations in steps, length in steps) of all pitched notes in a stretch."""
+    onsets, durations = [], []
+    for _, arr in pitched:
+        sel = (arr["time"] >= start) & (arr["time"] < stop)
+        onsets.append(np.floor((arr["time"][sel] - start) / step_ticks + 0.5))
+        durations.append(np.maximum(np.round(arr["duration"][sel] / step_ticks), 1))
+    length = int((stop - start) / step_ticks)
+    return np.concatenate(onsets).astype(np.int64), np.concatenate(durations), length
 
 
 def _tempo_at(tempos: list[tuple[int, float]], tick: float) -> float:
@@ -169,13 +201,14 @@ def parse_midi(
     min_bpm: float = MIN_BPM,
     max_bpm: float = MAX_BPM,
     max_bars: int = MAX_BARS,
+    grid: Grid = DEFAULT_GRID,
 ) -> ParsedMidi:
-    """Parse a MIDI file (path or bytes) into usable sections; raises MidiError."""
+    """Parse a MIDI file (path or bytes) into usable sections of `grid`; raises MidiError."""
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     score = _read_score(source, label)
     tpq = score.ticks_per_quarter
     step_ticks = tpq / STEPS_PER_QUARTER
-    bar_ticks = step_ticks * STEPS_PER_BAR
+    bar_ticks = step_ticks * grid.steps_per_bar
 
     pitched, drums = [], []
     for track in score.tracks:
@@ -197,15 +230,31 @@ def parse_midi(
             tempos.append((t, q))
 
     dropped: dict[str, int] = {}
-    spans: list[tuple[float, int, float]] = []  # (start tick, bars, bpm)
+    spans: list[tuple[float, int, float, str]] = []  # (start tick, bars, bpm, meter)
     for a, b, num, den in _meter_segments(score, end):
-        reason = _meter_drop_reason(num, den)
-        if reason is not None:
+        meter = f"{num}/{den}"
+        # Real bars per grid bar: 2 for half bars (pairs), else 1 (the grid from the
+        # section start already splits a double bar in two).
+        per = 1
+        if grid.keeps(num, den):
+            per = 2 if grid.meters.get((num, den)) == 2 else 1
+        elif (num, den) in ARTEFACT_METERS:
+            found = regroup(*_segment_onsets(pitched, a, b, step_ticks))
+            if found is None or found[0] != grid.steps_per_bar:
+                reason = (
+                    f"meter {meter} (a pickup, or no clear bar length in the notes)"
+                    if found is None
+                    else f"meter {meter} (regrouped into bars of {found[0]} steps, not "
+                    f"the {grid.name} grid's {grid.steps_per_bar})"
+                )
+                dropped[reason] = dropped.get(reason, 0) + 1
+                continue
+            a += found[1] * step_ticks
+            meter = f"{meter} regrouped"
+        else:
+            reason = _meter_drop_reason(num, den, grid)
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
-        # Real bars per 16-step bar: 2 for 2/4 (pairs), 1 for 4/4 and 4/2 (the
-        # 16-step grid from the section start already splits a 4/2 bar in two).
-        per = max(1, round(STEPS_PER_BAR / meter_bar_steps(num, den)))
         last = b == end
         cuts = {a + math.ceil((t - a) / bar_ticks) * bar_ticks for t, _ in tempos if a < t < b}
         bounds = sorted(c for c in cuts if c < b)
@@ -222,8 +271,8 @@ def parse_midi(
                 key = f"tempo {bpm:.6g} bpm outside [{min_bpm:g}, {max_bpm:g}]"
                 dropped[key] = dropped.get(key, 0) + 1
                 continue
-            spans.append((float(c0), bars, bpm))
-    total_bars = sum(bars for _, bars, _ in spans)
+            spans.append((float(c0), bars, bpm, meter))
+    total_bars = sum(span[1] for span in spans)
     if total_bars > max_bars:
         raise MidiError(f"{label}: too long ({total_bars} bars > {max_bars})")
     if not spans:
@@ -231,15 +280,15 @@ def parse_midi(
         raise MidiError(f"{label}: no usable section ({reasons})")
 
     sections, offset = [], 0
-    for _, bars, bpm in spans:
-        sections.append(Section(offset, bars * STEPS_PER_BAR, bpm))
-        offset += bars * STEPS_PER_BAR
+    for _, bars, bpm, meter in spans:
+        sections.append(Section(offset, bars * grid.steps_per_bar, bpm, meter))
+        offset += bars * grid.steps_per_bar
 
     def place(arr: dict[str, np.ndarray]) -> Notes:
         time = arr["time"].astype(np.float64)
         stop = time + arr["duration"].astype(np.float64)
         parts = []
-        for (c0, _, _), sec in zip(spans, sections, strict=True):
+        for (c0, *_), sec in zip(spans, sections, strict=True):
             on = np.floor((time - c0) / step_ticks + 0.5).astype(np.int64)
             sel = (time >= c0) & (on >= 0) & (on < sec.num_steps)
             off = np.floor((stop[sel] - c0) / step_ticks + 0.5).astype(np.int64)
@@ -260,7 +309,7 @@ def parse_midi(
     if not tracks:
         raise MidiError(f"{label}: no non-drum notes in the usable sections")
     drum_count = sum(len(place(arr).onsets) for _, arr in drums)
-    return ParsedMidi(tuple(tracks), tuple(sections), drum_count, dropped)
+    return ParsedMidi(tuple(tracks), tuple(sections), drum_count, dropped, grid)
 
 
 def song_tokens(parsed: ParsedMidi, representation: Representation) -> np.ndarray:
@@ -276,15 +325,16 @@ def tokens_to_score(
     program: int = 0,
     ticks_per_quarter: int = 480,
     velocity: int = 100,
+    time_signature: tuple[int, int] = (4, 4),
 ) -> symusic.Score:
-    """A one-track 4/4 score of `tokens` at `tempo_bpm`."""
+    """A one-track score of `tokens` at `tempo_bpm` in `time_signature` (the model's grid)."""
     if not MIN_BPM <= tempo_bpm <= MAX_BPM:
         raise ValueError(f"tempo_bpm={tempo_bpm} must be in [{MIN_BPM:g}, {MAX_BPM:g}]")
     notes = representation.decode(np.asarray(tokens))
     step = ticks_per_quarter // STEPS_PER_QUARTER
     score = symusic.Score(ticks_per_quarter)
     score.tempos.append(symusic.Tempo(0, float(tempo_bpm)))
-    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    score.time_signatures.append(symusic.TimeSignature(0, *time_signature))
     track = symusic.Track(representation.name, int(program), False)
     track.notes = symusic.core.NoteTickList.from_numpy(
         (notes.onsets * step).astype(np.int32),
@@ -303,21 +353,27 @@ def write_midi(
     *,
     tempo_bpm: float = DEFAULT_BPM,
     program: int = 0,
+    time_signature: tuple[int, int] = (4, 4),
 ) -> Path:
-    """Write `tokens` as a MIDI file at `tempo_bpm` (default 120)."""
+    """Write `tokens` as a MIDI file at `tempo_bpm` (default 120) in `time_signature`."""
     path = Path(path)
-    score = tokens_to_score(tokens, representation, tempo_bpm=tempo_bpm, program=program)
+    score = tokens_to_score(
+        tokens, representation, tempo_bpm=tempo_bpm, program=program, time_signature=time_signature
+    )
     path.write_bytes(score.dumps_midi())
     return path
 
 
 def read_tokens(
-    path: str | Path, representation: Representation, num_steps: int | None = None
+    path: str | Path,
+    representation: Representation,
+    num_steps: int | None = None,
+    grid: Grid = DEFAULT_GRID,
 ) -> np.ndarray:
     """Tokens of a MIDI file's busiest instrument over `num_steps` (default: the song).
 
     Pass the original length when reading back a written sequence: a file ends
     with its last note, so a trailing rest (and a note-off) needs the length.
     """
-    parsed = parse_midi(path)
+    parsed = parse_midi(path, grid=grid)
     return representation.encode(parsed.busiest_track().notes, num_steps or parsed.num_steps)

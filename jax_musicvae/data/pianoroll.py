@@ -15,10 +15,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from jax_musicvae.data.representations import STEPS_PER_BAR, Representation
+from jax_musicvae.data.meters import DEFAULT_GRID, Grid
+from jax_musicvae.data.representations import Representation
 
 
-def _draw(ax, tokens: np.ndarray, representation: Representation, title: str | None) -> None:
+def _draw(
+    ax, tokens: np.ndarray, representation: Representation, title: str | None, grid: Grid
+) -> None:
     notes = representation.decode(np.asarray(tokens))
     num_steps = len(tokens)
     for on, end, pitch in zip(notes.onsets, notes.ends, notes.pitches, strict=True):
@@ -34,9 +37,12 @@ def _draw(ax, tokens: np.ndarray, representation: Representation, title: str | N
     )
     ax.set_xlim(0, num_steps)
     ax.set_ylim(low, high)
-    for bar in range(0, num_steps + 1, STEPS_PER_BAR):
-        ax.axvline(bar, color="0.8", linewidth=0.5, zorder=0)
-    ax.set_xlabel("step (16 per bar)")
+    for beat in range(0, num_steps + 1, grid.steps_per_beat):
+        ax.axvline(beat, color="0.92", linewidth=0.5, zorder=0)
+    for bar in range(0, num_steps + 1, grid.steps_per_bar):
+        ax.axvline(bar, color="0.6", linewidth=0.8, zorder=0)
+    numerator, denominator = grid.time_signature
+    ax.set_xlabel(f"step ({grid.steps_per_bar} per bar of {numerator}/{denominator})")
     ax.set_ylabel("MIDI pitch")
     if title:
         ax.set_title(title, fontsize=9)
@@ -48,9 +54,12 @@ def save_pianoroll(
     path: str | Path,
     *,
     title: str | None = None,
+    grid: Grid = DEFAULT_GRID,
 ) -> Path:
-    """One token sequence as a piano-roll PNG."""
-    return save_pianoroll_grid([tokens], representation, path, titles=[title] if title else None)
+    """One token sequence as a piano-roll PNG (bar lines of `grid`)."""
+    return save_pianoroll_grid(
+        [tokens], representation, path, titles=[title] if title else None, grid=grid
+    )
 
 
 def save_pianoroll_grid(
@@ -60,8 +69,9 @@ def save_pianoroll_grid(
     *,
     titles: Sequence[str] | None = None,
     columns: int = 2,
+    grid: Grid = DEFAULT_GRID,
 ) -> Path:
-    """Several token sequences as a grid of piano rolls in one PNG."""
+    """Several token sequences as a grid of piano rolls in one PNG (bar lines of `grid`)."""
     if not len(sequences):
         raise ValueError("no sequences to draw")
     if titles is not None and len(titles) != len(sequences):
@@ -73,7 +83,7 @@ def save_pianoroll_grid(
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         if i < len(sequences):
-            _draw(ax, sequences[i], representation, titles[i] if titles else None)
+            _draw(ax, sequences[i], representation, titles[i] if titles else None, grid)
         else:
             ax.set_axis_off()
     fig.tight_layout()

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-STEPS_PER_BAR = 16
+STEPS_PER_BAR = 16  # of the default (duple) grid; `meters.py` has the others
 
 
 class Notes(NamedTuple):
@@ -62,7 +62,9 @@ class Representation(abc.ABC):
         """Boolean mask [..., T]: a note sounds at this step."""
 
     @abc.abstractmethod
-    def sequences(self, notes: Notes, num_steps: int) -> list[np.ndarray]:
+    def sequences(
+        self, notes: Notes, num_steps: int, steps_per_bar: int = STEPS_PER_BAR
+    ) -> list[np.ndarray]:
         """Bar-aligned token sequences of one instrument from which windows are cut."""
 
     @abc.abstractmethod
@@ -119,7 +121,9 @@ class PianoRoll61(Representation):
     def sounding(self, tokens: np.ndarray) -> np.ndarray:
         return tokens != self.silent
 
-    def sequences(self, notes: Notes, num_steps: int) -> list[np.ndarray]:
+    def sequences(
+        self, notes: Notes, num_steps: int, steps_per_bar: int = STEPS_PER_BAR
+    ) -> list[np.ndarray]:
         return [self.encode(notes, num_steps)] if num_steps else []
 
     def transpose(self, tokens: np.ndarray, semitones: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,21 +181,24 @@ class Melody90(Representation):
     def sounding(self, tokens: np.ndarray) -> np.ndarray:
         return _forward_fill_last_event(tokens, include_self=True) >= self.first_note_on
 
-    def sequences(self, notes: Notes, num_steps: int) -> list[np.ndarray]:
+    def sequences(
+        self, notes: Notes, num_steps: int, steps_per_bar: int = STEPS_PER_BAR
+    ) -> list[np.ndarray]:
         """Melodies of one instrument: each starts at the bar of its first note and
         ends (rounded up to a bar) after a silent gap of at least one bar."""
+        bar = steps_per_bar
         mono = self.monophonic(notes, num_steps)
         if not len(mono.onsets):
             return []
         tokens = self.encode(mono, num_steps)
-        gap = mono.onsets[1:] - mono.ends[:-1] >= STEPS_PER_BAR
+        gap = mono.onsets[1:] - mono.ends[:-1] >= bar
         cut = np.flatnonzero(gap)
         firsts = np.concatenate([[0], cut + 1])
         lasts = np.concatenate([cut, [len(mono.onsets) - 1]])
         out = []
         for a, b in zip(firsts, lasts, strict=True):
-            start = mono.onsets[a] // STEPS_PER_BAR * STEPS_PER_BAR
-            stop = min(-(-mono.ends[b] // STEPS_PER_BAR) * STEPS_PER_BAR, num_steps)
+            start = mono.onsets[a] // bar * bar
+            stop = min(-(-mono.ends[b] // bar) * bar, num_steps)
             out.append(tokens[start:stop])
         return out
 

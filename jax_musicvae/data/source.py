@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_musicvae.data.meters import Grid, grid_named
 from jax_musicvae.data.representations import get_representation
 from jax_musicvae.data.rhythm import window_danceability_estimates
 
@@ -34,10 +35,22 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def dataset_grid(manifest: dict[str, Any]) -> Grid:
+    """The bar grid of a dataset (datasets built before grids existed are duple)."""
+    return grid_named(manifest.get("grid", "duple"))
+
+
 def dataset_mismatch(
-    manifest: dict[str, Any], input_depth: int, sequence_length: int
+    manifest: dict[str, Any], input_depth: int, sequence_length: int, steps_per_bar: int
 ) -> str | None:
     """Why a dataset's windows do not fit a model (None when they do)."""
+    grid = dataset_grid(manifest)
+    if grid.steps_per_bar != steps_per_bar:
+        return (
+            f"bars of {grid.steps_per_bar} steps (the {grid.name} grid) but the model's "
+            f"steps_per_bar is {steps_per_bar}; train with --set "
+            f"model.steps_per_bar={grid.steps_per_bar}"
+        )
     if manifest["depth"] != input_depth:
         return (
             f"{manifest['representation']} has depth {manifest['depth']} but the model's "
@@ -90,7 +103,9 @@ class WindowSource:
             else:  # a dataset built before the file existed: estimate it from the tokens
                 rep = get_representation(self.manifest["representation"])
                 tokens = self._arrays["tokens"]
-                self._arrays["window_danceability"] = window_danceability_estimates(tokens, rep)
+                grid = dataset_grid(self.manifest)
+                estimates = window_danceability_estimates(tokens, rep, grid)
+                self._arrays["window_danceability"] = estimates
         return self._arrays
 
     @property

@@ -29,11 +29,13 @@ class SongRhythm:
     """What the `rhythm` danceability estimator needs from one parsed song.
 
     `onset_steps` are note-onset positions (non-drum notes, one entry per note,
-    sorted) on the 16-steps-per-bar grid of the song's usable 4/4 sections,
-    concatenated; `num_steps` is the total length of those sections in steps.
+    sorted) in 16th-note steps of the song's usable sections, concatenated;
+    `num_steps` is the total length of those sections in steps; `grid` names
+    their bar and beat layout (`meters.GRIDS`).
     """
 
     onset_steps: np.ndarray
     num_steps: int
     tempo_bpm: float
     drum_onset_count: int = 0
+    grid: str = "duple"

@@ -31,10 +31,11 @@ def song_sequences(parsed: ParsedMidi, representation: Representation) -> list[n
         [parsed.busiest_track()] if representation.name == "pianoroll61" else list(parsed.tracks)
     )
     out = []
+    bar = parsed.grid.steps_per_bar
     for section in parsed.sections:
         for track in tracks:
             notes = parsed.section_notes(track, section)
-            out.extend(representation.sequences(notes, section.num_steps))
+            out.extend(representation.sequences(notes, section.num_steps, bar))
     return out
 
 
@@ -43,6 +44,7 @@ def cut_windows(
     representation: Representation,
     num_bars: int,
     max_silent_run: int | None = STEPS_PER_BAR,
+    steps_per_bar: int = STEPS_PER_BAR,
 ) -> np.ndarray:
     """All windows of `num_bars` bars (hop one bar), silent ones dropped, de-duplicated.
 
@@ -50,9 +52,9 @@ def cut_windows(
     set, when more than that many consecutive steps are silent (the original
     dropped windows with more than 16). Duplicates keep their first position.
     """
-    length = num_bars * STEPS_PER_BAR
+    length = num_bars * steps_per_bar
     parts = [
-        np.lib.stride_tricks.sliding_window_view(seq, length)[::STEPS_PER_BAR]
+        np.lib.stride_tricks.sliding_window_view(seq, length)[::steps_per_bar]
         for seq in sequences
         if len(seq) >= length
     ]

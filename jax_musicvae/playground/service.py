@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from jax_musicvae.data.midi_io import MidiError, tokens_to_score
-from jax_musicvae.data.representations import STEPS_PER_BAR, Notes
-from jax_musicvae.data.rhythm import melody_danceability, melody_rhythm, rhythm_features
+from jax_musicvae.data.representations import Notes
+from jax_musicvae.data.rhythm import melody_rhythm, rhythm_features
 from jax_musicvae.data.source import SPLITS, WindowSource, load_songs
 from jax_musicvae.generate import GenerationError, TrainedModel
 
@@ -75,6 +75,7 @@ class Playground:
     ) -> None:
         self.model = model
         self.rep = model.representation
+        self.grid = model.grid
         self.window = model.config.sequence_length
         self._lock = threading.Lock()
         # The step folder: the CLI commands shown on the page name exactly this checkpoint.
@@ -127,7 +128,7 @@ class Playground:
             "tokens": tokens.tolist(),
             "steps": len(tokens),
             "notes": np.stack([notes.onsets, notes.ends, notes.pitches], 1).astype(int).tolist(),
-            "danceability": round(melody_danceability(tokens, self.rep, TEMPO), 4),
+            "danceability": round(self.model.danceability_of(tokens, TEMPO), 4),
         }
 
     def _command(self, name: str, *args: str, **options: Any) -> str:
@@ -166,7 +167,9 @@ class Playground:
                 "representation": self.rep.name,
             },
             "controllable": model.controllable,
-            "steps_per_bar": STEPS_PER_BAR,
+            "steps_per_bar": self.grid.steps_per_bar,
+            "steps_per_beat": self.grid.steps_per_beat,
+            "time_signature": list(self.grid.time_signature),
             "window_steps": self.window,
             "tempo_bpm": TEMPO,
             "held_out": None
@@ -284,10 +287,10 @@ class Playground:
     def analyse(self, tokens: np.ndarray) -> dict[str, Any]:
         """The melody's danceability estimate, the rhythm features behind it, and its shape."""
         notes = self.rep.decode(tokens)
-        features = rhythm_features(melody_rhythm(tokens, self.rep, TEMPO))
+        features = rhythm_features(melody_rhythm(tokens, self.rep, TEMPO, self.grid))
         return {
             "melody": self.melody(tokens),
-            "bars": math.ceil(len(tokens) / STEPS_PER_BAR),
+            "bars": math.ceil(len(tokens) / self.grid.steps_per_bar),
             "notes": len(notes.onsets),
             "pitch_range": [int(notes.pitches.min()), int(notes.pitches.max())]
             if len(notes.onsets)
@@ -308,8 +311,8 @@ class Playground:
         limit = MAX_WINDOWS * self.window
         if len(tokens) > limit:
             note = (
-                f"{label}: {len(tokens) // STEPS_PER_BAR} bars; kept the first "
-                f"{limit // STEPS_PER_BAR}"
+                f"{label}: {len(tokens) // self.grid.steps_per_bar} bars; kept the first "
+                f"{limit // self.grid.steps_per_bar}"
             )
             tokens = tokens[:limit]
         return {"melody": self.melody(tokens, Path(label).stem), "note": note}
@@ -331,7 +334,10 @@ class Playground:
         }
 
     def midi(self, tokens: np.ndarray, tempo: float) -> bytes:
-        return tokens_to_score(tokens, self.rep, tempo_bpm=tempo).dumps_midi()
+        signature = self.grid.time_signature
+        return tokens_to_score(
+            tokens, self.rep, tempo_bpm=tempo, time_signature=signature
+        ).dumps_midi()
 
     # ------------------------------------------------------------------ warm-up
 

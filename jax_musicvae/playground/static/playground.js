@@ -61,7 +61,8 @@ function drawRoll(canvas, melody, playhead = null) {
   low = Math.floor((low + high) / 2 - span / 2);
   high = low + span;
   const rowHeight = canvas.height / span;
-  for (let step = 0; step <= melody.steps; step += 4) {
+  const beat = state.info ? state.info.steps_per_beat : 4;
+  for (let step = 0; step <= melody.steps; step += beat) {
     g.fillStyle = step % spb === 0 ? "#9aa6b2" : "#dde3e8";
     g.fillRect(step * STEP_PX, 0, 1, canvas.height);
   }
