@@ -23,7 +23,7 @@ from jax_musicvae.config import (
     check_positive,
     replace_checked,
 )
-from jax_musicvae.data.meters import GRIDS
+from jax_musicvae.data.meters import grid_named
 from jax_musicvae.data.source import DANCEABILITY_LEVELS
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -50,8 +50,10 @@ class DataConfig:
                 f"data.danceability={self.danceability!r} must be one of "
                 f"{', '.join(DANCEABILITY_LEVELS)}"
             )
-        if self.grid not in GRIDS:
-            raise ConfigError(f"data.grid={self.grid!r} must be one of {', '.join(GRIDS)}")
+        try:
+            grid_named(self.grid)
+        except ValueError as error:
+            raise ConfigError(f"data.grid: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)

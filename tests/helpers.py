@@ -52,6 +52,14 @@ def write_midi_file(
     return path
 
 
+def off_grid(meter: str, bar_steps: str, keeper: str) -> str:
+    """The reason `midi_io` gives for a meter the duple grid does not keep."""
+    return (
+        f"meter {meter} (bar of {bar_steps} sixteenths, not on the duple grid; "
+        f"--meter {keeper} keeps it)"
+    )
+
+
 def scale_notes(bars: int, tpq: int = 480, base: int = 60) -> list[tuple[int, int, int]]:
     """Eighth notes walking up a 13-note pattern: every bar has notes, bars differ."""
     step = tpq // 2

@@ -82,7 +82,8 @@ def test_each_meter_family_keeps_its_bars(tmp_path, grid, sig, bar_steps, rhythm
         ((6, 8), "triple", "--meter compound keeps it"),
         ((4, 4), "compound", "--meter duple keeps it"),
         ((9, 8), "duple", "--meter compound-triple keeps it"),
-        ((5, 4), "duple", "--meter magenta cuts 16-step bars"),
+        ((5, 4), "duple", "--meter 5/4 keeps it"),
+        ((5, 32), "duple", "--meter magenta cuts 16-step bars"),
     ],
 )
 def test_a_meter_off_the_grid_is_dropped_with_a_hint(tmp_path, sig, grid, hint):
@@ -242,3 +243,17 @@ def test_a_6_8_model_trains_and_writes_6_8_midi(jig_dataset, tmp_path):
     # Reading it back on the model's grid gives the same melody.
     melody = model.melody(path)
     assert len(melody.tokens) % 12 == 0
+
+
+def test_a_meter_without_a_named_grid_gets_its_own(tmp_path):
+    hornpipe = [(0, 8), (8, 8), (16, 8)]  # three half notes: 3/2
+    path = file_in(tmp_path, "h.mid", (3, 2), 24, hornpipe, bars=4)
+    grid = parse_meter("3/2")
+    assert (grid.steps_per_bar, grid.steps_per_beat, grid.time_signature) == (24, 8, (3, 2))
+    parsed = midi_io.parse_midi(path, grid=grid)
+    assert [s.num_steps for s in parsed.sections] == [96]
+    features = rhythm_features(parsed.rhythm())
+    assert features["beat_coverage"] == pytest.approx(1.0)  # every half-note beat sounded
+    assert parse_meter("6/4").steps_per_beat == 12  # compound: dotted halves
+    with pytest.raises(ValueError, match="not a whole number"):
+        parse_meter("5/32")

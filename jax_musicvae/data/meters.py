@@ -6,13 +6,14 @@ Windows are whole bars of that grid, so every declared meter must map onto it:
 
 | grid | bar | beat | kept meters (their bar in steps) | written as |
 |---|---|---|---|---|
-| `duple` (default) | 16 | 4 | 4/4, 2/2, 8/8; 2/4, 4/8 (8: paired); 4/2, 8/4 (32: split) | 4/4 |
+| `duple` (default) | 16 | 4 | 4/4, 2/2, 8/8; 2/4, 4/8 (8: paired); 4/2, 8/4, 2/1 (split) | 4/4 |
 | `triple` | 12 | 4 | 3/4 | 3/4 |
 | `compound` | 12 | 6 | 6/8; 3/8 (6: paired); 12/8 (24: split) | 6/8 |
 | `compound-triple` | 18 | 6 | 9/8 | 9/8 |
 | `magenta` | 16 | 4 | every meter: 16-step bars from each section's start, as Magenta | 4/4 |
 
-A list of meters (`3/4` or `6/8,12/8`) selects part of one grid's meters.
+A list of meters (`3/4` or `6/8,12/8`) selects part of one grid's meters; any
+other single meter (`3/2`, `6/4`, `5/4`) gets a grid of its own (`meter_grid`).
 
 Notation artefacts: a stretch declared 1/4, 1/8, 1/2 or 4/1 (one beat per "bar", or
 one bar per four) says nothing about the real bar. `regroup` decides it from the
@@ -74,7 +75,16 @@ GRIDS: dict[str, Grid] = {
             16,
             4,
             (4, 4),
-            {(4, 4): 1, (2, 2): 1, (8, 8): 1, (2, 4): 2, (4, 8): 2, (4, 2): 0.5, (8, 4): 0.5},
+            {
+                (4, 4): 1,
+                (2, 2): 1,
+                (8, 8): 1,
+                (2, 4): 2,
+                (4, 8): 2,
+                (4, 2): 0.5,
+                (8, 4): 0.5,
+                (2, 1): 0.5,
+            },
             _DUPLE_LEVELS,
         ),
         Grid(
@@ -112,8 +122,43 @@ def bar_steps(numerator: int, denominator: int) -> float:
     return numerator * STEPS_PER_WHOLE / denominator
 
 
+def meter_grid(numerator: int, denominator: int) -> Grid:
+    """The grid of one meter that no named grid keeps (3/2, 6/4, 5/4, 7/8 ...).
+
+    Its bar is the meter's bar; its beat is a dotted note for compound meters
+    (numerator 6, 9, 12 ...) and the denominator's note otherwise; the levels
+    below the beat halve (a compound beat splits in three first).
+    """
+    bar, unit = bar_steps(numerator, denominator), STEPS_PER_WHOLE / denominator
+    compound = numerator % 3 == 0 and numerator > 3
+    beat = 3 * unit if compound else unit
+    if bar != int(bar) or beat != int(beat) or bar < 1:
+        raise ValueError(
+            f"meter {numerator}/{denominator}: its bar or beat is not a whole number of "
+            "16th-note steps"
+        )
+    levels = [(int(bar), 0, 1.0)]
+    if not compound and numerator % 2 == 0 and numerator >= 4:
+        levels.append((int(bar) // 2, -1, 0.75))
+    if beat < bar:
+        levels.append((int(beat), -2, 0.5))
+    step, depth = int(beat) // 3 if compound else int(beat) // 2, -3
+    while step >= 1:
+        levels.append((step, depth, 0.25 if depth == -3 else 0.0))
+        step, depth = step // 2, depth - 1
+    return Grid(
+        f"{numerator}/{denominator}",
+        int(bar),
+        int(beat),
+        (numerator, denominator),
+        {(numerator, denominator): 1},
+        tuple(levels),
+    )
+
+
 def parse_meter(text: str) -> Grid:
-    """A grid name (`duple`, `triple`, ...) or a list of meters of one grid (`6/8,12/8`)."""
+    """A grid name (`duple`, `triple`, ...), meters of one named grid (`6/8,12/8`), or one
+    meter no named grid keeps (`3/2`: its own grid, `meter_grid`)."""
     text = text.strip()
     if text in GRIDS:
         return GRIDS[text]
@@ -123,13 +168,15 @@ def parse_meter(text: str) -> Grid:
         )
     except ValueError:
         meters = ()
-    if not meters:
+    if not meters or min(min(m) for m in meters) < 1:
         raise ValueError(
             f"--meter {text!r}: give one of {', '.join(GRIDS)} or meters such as 3/4 or 6/8,12/8"
         )
     for grid in GRIDS.values():
         if all(m in grid.meters for m in meters):
             return grid.select(meters)
+    if len(meters) == 1:
+        return meter_grid(*meters[0])
     raise ValueError(
         f"--meter {text!r}: these meters do not share one grid (bar and beat); "
         + "; ".join(
@@ -141,9 +188,14 @@ def parse_meter(text: str) -> Grid:
 
 
 def grid_named(name: str) -> Grid:
-    if name not in GRIDS:
-        raise ValueError(f"unknown grid {name!r}: one of {', '.join(GRIDS)}")
-    return GRIDS[name]
+    """A named grid, or the grid of one meter (`3/2`) as `meter_grid` makes it."""
+    if name in GRIDS:
+        return GRIDS[name]
+    try:
+        numerator, denominator = (int(x) for x in name.split("/"))
+    except ValueError:
+        raise ValueError(f"unknown grid {name!r}: one of {', '.join(GRIDS)} or a meter") from None
+    return meter_grid(numerator, denominator)
 
 
 def _lag_score(train: np.ndarray, lag: int) -> float:

@@ -49,6 +49,7 @@ from jax_musicvae.data.meters import (
     GRIDS,
     Grid,
     bar_steps,
+    meter_grid,
     regroup,
 )
 from jax_musicvae.data.representations import Notes, Representation
@@ -165,7 +166,15 @@ def _meter_drop_reason(numerator: int, denominator: int, grid: Grid) -> str:
     """Why a declared meter is not kept on `grid`, and which --meter would keep it."""
     steps = bar_steps(numerator, denominator)
     others = [g.name for g in GRIDS.values() if (numerator, denominator) in g.meters]
-    hint = f"--meter {others[0]} keeps it" if others else "--meter magenta cuts 16-step bars"
+    try:
+        own = meter_grid(numerator, denominator).name
+    except ValueError:  # a bar or beat that is not a whole number of steps
+        own = None
+    hint = (
+        f"--meter {(others or [own])[0]} keeps it"
+        if others or own
+        else "--meter magenta cuts 16-step bars"
+    )
     return (
         f"meter {numerator}/{denominator} (bar of {steps:g} sixteenths, not on the "
         f"{grid.name} grid; {hint})"
