@@ -111,7 +111,8 @@ def main() -> None:
             n = len(with_windows[name])
             print(f"| {name} | {n} | {n / total:.1%} |")
         for meter, n in own_with_windows.items():
-            print(f"| {meter} (its own grid) | {n} | {n / total:.1%} |")
+            if n:
+                print(f"| {meter} (its own grid) | {n} | {n / total:.1%} |")
         print(f"| any meter-following grid | {len(any_grid)} | {len(any_grid) / total:.1%} |")
         print(f"too short for {bars} bars on their own grid: {len(too_short)}")
         for reason, n in rest.most_common(8):

@@ -124,6 +124,12 @@ class BuildSettings:
             "max_file_bytes": self.max_file_bytes,
             "max_bars": self.max_bars,
             "meter": self.meter,
+            # What the grid keeps, so a cache entry is not reused when a grid changes.
+            "grid": [
+                self.grid.name,
+                self.grid.steps_per_bar,
+                sorted(f"{a}/{b}:{r}" for (a, b), r in self.grid.meters.items()),
+            ],
         }
 
 
