@@ -41,11 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-# Training windows also transposed by -3..+3 semitones: past ~5,000 steps the
-# un-augmented model stops improving on held-out melodies (docs/reconstruction.md).
-TRANSPOSE = tuple(range(-3, 4))
-
-
 def build_data(source: str, out: Path, num_bars: int, seed: int) -> Path:
     """The dataset folder, built once (a finished build leaves a manifest.json)."""
     from jax_musicvae.data.dataset import BuildSettings, build_dataset
@@ -53,9 +48,7 @@ def build_data(source: str, out: Path, num_bars: int, seed: int) -> Path:
     if (out / "manifest.json").is_file():
         logger.info("using the dataset in %s", out)
         return out
-    settings = BuildSettings(
-        representation="melody90", num_bars=num_bars, seed=seed, transpose=TRANSPOSE
-    )
+    settings = BuildSettings(representation="melody90", num_bars=num_bars, seed=seed)
     build_dataset(source, out, settings, workers=2, overwrite=out.exists())
     return out
 
