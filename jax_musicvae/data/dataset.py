@@ -2,13 +2,15 @@
 
 Layout of a dataset folder (all arrays load with ``np.load(..., mmap_mode="r")``)::
 
-    manifest.json              settings, counts, skipped files with reasons, sections
+    manifest.json              settings, the bar grid (grid, steps_per_bar,
+                               steps_per_beat, time_signature), counts (per split and
+                               per declared meter), skipped files with reasons, sections
                                left out of usable files (reason -> files, sections),
                                content hash
     songs.jsonl                one JSON object per song, line i = song index i:
                                song_id, path, artist, title, msd_id, collection, label,
-                               danceability (null when none), split, windows
-    <split>/tokens.npy         uint8 [N, T]  token windows (T = bars * 16)
+                               danceability (null when none), split, windows, meter
+    <split>/tokens.npy         uint8 [N, T]  token windows (T = bars * steps_per_bar)
     <split>/song.npy           int32 [N]     song index of each window
     <split>/condition.npy      float32 [N]   the song's danceability (NaN when none)
     <split>/window_danceability.npy
@@ -100,7 +102,7 @@ class BuildSettings:
 
     def __post_init__(self) -> None:
         get_representation(self.representation)
-        self.grid  # noqa: B018 (validates the meter text)
+        parse_meter(self.meter)  # a bad --meter fails here, naming the choices
         if self.num_bars < 1:
             raise ValueError(f"num_bars={self.num_bars} must be >= 1")
         if len(self.split) != 3 or min(self.split) < 0 or not math.isclose(sum(self.split), 1):

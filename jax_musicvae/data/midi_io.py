@@ -170,11 +170,8 @@ def _meter_drop_reason(numerator: int, denominator: int, grid: Grid) -> str:
         own = meter_grid(numerator, denominator).name
     except ValueError:  # a bar or beat that is not a whole number of steps
         own = None
-    hint = (
-        f"--meter {(others or [own])[0]} keeps it"
-        if others or own
-        else "--meter magenta cuts 16-step bars"
-    )
+    keeper = others[0] if others else own
+    hint = f"--meter {keeper} keeps it" if keeper else "--meter magenta cuts 16-step bars"
     return (
         f"meter {numerator}/{denominator} (bar of {steps:g} sixteenths, not on the "
         f"{grid.name} grid; {hint})"
