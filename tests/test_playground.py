@@ -288,7 +288,8 @@ def test_requests_a_model_cannot_honour_are_400(tmp_path, generation_dataset):
     client = TestClient(create_app(Playground(model)))
     error(client.post("/api/sample", json={"danceability": 0.5}), 400, "attribute vector")
     error(client.get("/api/held-out/0"), 400, "--data")
-    assert ok(client.get("/api/info"))["controllable"] is False
+    info = ok(client.get("/api/info"))
+    assert info["controllable"] is False and info["editable"] is False
     assert ok(client.post("/api/sample", json={"count": 1}))["melodies"]  # still serving
 
 
@@ -346,8 +347,20 @@ def test_a_converted_original_checkpoint_is_served(tmp_path):
     client = TestClient(create_app(Playground(TrainedModel.load(tmp_path / "flax"))))
     info = ok(client.get("/api/info"))
     assert info["model"]["conditioning"] == "decoder" and info["controllable"]
+    assert info["editable"]
     sampled = ok(client.post("/api/sample", json={"count": 2, "danceability": 0.9}))
     melody = sampled["melodies"][0]["tokens"]
     assert len(melody) == 32
     edited = ok(client.post("/api/edit", json={"tokens": melody, "danceability": 0.1}))
     assert edited["edited"]["steps"] == 32
+
+
+def test_an_encoder_conditioned_model_edits_but_does_not_sample_a_danceability(tmp_path):
+    model = TrainedModel.load(make_checkpoint(tmp_path / "enc", "encoder"))
+    client = TestClient(create_app(Playground(model)))
+    info = ok(client.get("/api/info"))
+    assert (info["controllable"], info["editable"]) == (False, True)
+    error(client.post("/api/sample", json={"danceability": 0.5}), 400, "encoding")
+    melody = ok(client.post("/api/sample", json={"count": 1}))["melodies"][0]["tokens"]
+    edited = ok(client.post("/api/edit", json={"tokens": melody, "danceability": 0.9}))
+    assert edited["edited"]["tokens"] == model.edit(np.array(melody), 0.9).tolist()

@@ -167,6 +167,8 @@ class Playground:
                 "representation": self.rep.name,
             },
             "controllable": model.controllable,
+            # An `encoder` model takes a danceability only when encoding: edits, no samples.
+            "editable": model.controllable or config.conditioning == "encoder",
             "steps_per_bar": self.grid.steps_per_bar,
             "steps_per_beat": self.grid.steps_per_beat,
             "time_signature": list(self.grid.time_signature),

@@ -226,7 +226,7 @@ function setCurrent(melody, note = "") {
   replace($("edited"), hint);
   $("edit-provenance").replaceChildren();
   $("melody-note").textContent = note || "";
-  $("edit-dance").disabled = !state.info.controllable;
+  $("edit-dance").disabled = !state.info.editable;
   $("edit-dance").value = melody.danceability.toFixed(2);
   $("edit-dance-value").textContent = melody.danceability.toFixed(2);
   if (!state.start) setEnd("start", melody);
