@@ -51,8 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="duple",
         help="bar grid and the meters kept on it: duple (4/4, 2/4 paired, 4/2 split; 16 "
         "steps a bar), triple (3/4; 12), compound (6/8, 3/8 paired, 12/8 split; 12), "
-        "compound-triple (9/8; 18), magenta (ignore the declared meter, 16-step bars), or "
-        "meters of one grid such as 6/8,12/8 (default duple)",
+        "compound-triple (9/8; 18), magenta (ignore the declared meter, 16-step bars), "
+        "meters of one grid such as 6/8,12/8, or any other meter such as 3/2 (a grid of its "
+        "own) (default duple)",
     )
     p.add_argument(
         "--danceability",
@@ -142,6 +143,6 @@ def run_build(args: argparse.Namespace) -> int:
         f"{meter} {v['songs']} songs / {v['windows']} windows"
         for meter, v in sorted(counts["meters"].items(), key=lambda kv: -kv[1]["songs"])
     )
-    grid = result.manifest
-    print(f"{grid['grid']} grid ({grid['steps_per_bar']} steps a bar): {meters}")
+    manifest = result.manifest
+    print(f"{manifest['grid']} grid ({manifest['steps_per_bar']} steps a bar): {meters}")
     return 0
