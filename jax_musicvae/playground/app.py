@@ -45,10 +45,16 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SampleRequest(StrictBody):
+class Decoding(StrictBody):
+    """How tokens are decoded: greedily (temperature 0) unless asked, from `seed`."""
+
+    temperature: Temperature = 0.0
+    seed: Seed = 0
+
+
+class SampleRequest(Decoding):
     count: int = Field(4, ge=1, le=MAX_SAMPLES)
     temperature: Temperature = 1.0
-    seed: Seed = 0
     danceability: Danceability | None = None
 
 
@@ -57,34 +63,26 @@ class MelodyRequest(StrictBody):
     seed: Seed = 0
 
 
-class DecodeRequest(StrictBody):
+class DecodeRequest(Decoding):
     z: list[list[float]] = Field(min_length=1)
-    temperature: Temperature = 0.0
-    seed: Seed = 0
     danceability: Danceability | None = None
 
 
-class ReconstructRequest(StrictBody):
+class ReconstructRequest(Decoding):
     tokens: Tokens
-    temperature: Temperature = 0.0
-    seed: Seed = 0
 
 
-class EditRequest(StrictBody):
+class EditRequest(Decoding):
     tokens: Tokens
     danceability: Danceability
     strength: float = Field(1.0, ge=0.0, le=2.0)
-    temperature: Temperature = 0.0
-    seed: Seed = 0
     name: str = Field("melody", max_length=200)
 
 
-class InterpolateRequest(StrictBody):
+class InterpolateRequest(Decoding):
     start: Tokens
     end: Tokens
     steps: int = Field(5, ge=2, le=MAX_STEPS)
-    temperature: Temperature = 0.0
-    seed: Seed = 0
     danceability: Danceability | None = None
 
 
