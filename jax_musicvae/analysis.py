@@ -275,10 +275,10 @@ def analyze_model(
     settings: AnalysisSettings,
     pictures: Path | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """(results, mu [N, encoded_size], danceability [N]) of one model on one split."""
+    """(results, mu [N, head_size], danceability [N]) of one model on one split."""
     windows, danceability = held_out_windows(model, data, settings)
     quality = reconstruction_quality(model, data, windows, danceability, settings, pictures)
-    mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.encoded_size]
+    mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.head_size]
     values = control_values(data, settings)
     bounds = ValidityBounds.from_dict(quality["validity_bounds"])
     results = {

@@ -148,11 +148,11 @@ def forward_flops(c: ModelConfig, batch: int, encoder: bool = True) -> int:
         for k in range(c.encoder_layers):
             inputs = d if k == 0 else 2 * c.encoder_hidden
             total += 2 * rnn_flops(c.cell, b, u * s, inputs, c.encoder_hidden)
-        total += 2 * dense_flops(b, c.head_input_size, c.encoded_size)
+        total += 2 * dense_flops(b, c.readout_size, c.head_size)
     if c.wiring == "original":
-        total += dense_flops(b, c.noise_size, c.encoded_size)
+        total += dense_flops(b, c.z_size, c.head_size)
     state = layers * rnn.carry_size(c.cell) * h
-    lz = c.decoder_latent_size
+    lz = c.decoder_code_size
     if c.wiring == "original":
         for k in range(layers):
             total += rnn_flops(c.cell, b, u, lz if k == 0 else h, h)
@@ -313,7 +313,7 @@ def make_inputs(c: ModelConfig, batch: int, seed: int) -> Inputs:
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, c.input_depth, (batch, c.sequence_length)).astype(np.int32)
     condition = rng.random(batch).astype(np.float32) if c.uses_condition else None
-    eps = rng.standard_normal((batch, c.noise_size)).astype(np.float32)
+    eps = rng.standard_normal((batch, c.z_size)).astype(np.float32)
     return Inputs(tokens, condition, eps)
 
 

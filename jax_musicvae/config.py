@@ -50,7 +50,10 @@ class ModelConfig:
     `latent_size` is the size of the latent code the decoder receives. With
     conditioning `decoder` the encoder produces `latent_size - 1` dimensions and the
     danceability c is the last one; with `latent` c is appended to mu as one more
-    dimension whose noise scale is `latent_condition_sigma`.
+    dimension whose noise scale is `latent_condition_sigma`. The sizes derived from
+    it, in the order data flows: `readout_size` (what the mu and sigma heads read),
+    `head_size` (what they produce), `z_size` (z and eps) and `decoder_code_size`
+    (what the decoder is fed).
     """
 
     cell: Cell = "lstm"
@@ -123,25 +126,25 @@ class ModelConfig:
         return self.wiring == "original" or self.num_bars > 1
 
     @property
-    def encoded_size(self) -> int:
-        """Dimensions produced by the mu and sigma heads."""
+    def head_size(self) -> int:
+        """Size of mu and sigma as the heads produce them."""
         return self.latent_size - 1 if self.conditioning == "decoder" else self.latent_size
 
     @property
-    def head_input_size(self) -> int:
-        """Input size of the mu and sigma heads (c is appended for `encoder`)."""
+    def readout_size(self) -> int:
+        """Size of the encoder readout the mu and sigma heads read (c appended for `encoder`)."""
         every = self.encoder_readout_steps
         chunks = self.sequence_length // every if every else 1
         return 2 * self.encoder_hidden * chunks + (1 if self.conditioning == "encoder" else 0)
 
     @property
-    def noise_size(self) -> int:
-        """Size of eps: one per encoded dimension, plus the condition's for `latent`."""
-        return self.encoded_size + (1 if self.conditioning == "latent" else 0)
+    def z_size(self) -> int:
+        """Size of z and eps: the heads' output, plus the condition's dimension for `latent`."""
+        return self.head_size + (1 if self.conditioning == "latent" else 0)
 
     @property
-    def decoder_latent_size(self) -> int:
-        """Size of the code the decoder is fed (after z_embedding and c, if any)."""
+    def decoder_code_size(self) -> int:
+        """Size of the code the decoder is fed (z after z_embedding, with c if any)."""
         if self.wiring == "original":
             return self.latent_size
         return self.latent_size + (1 if self.conditioning == "latent" else 0)

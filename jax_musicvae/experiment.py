@@ -130,10 +130,10 @@ class ExperimentConfig:
     logging: LoggingConfig = LoggingConfig()
 
     def __post_init__(self) -> None:
-        if self.loss.uses_attribute and self.loss.attribute_dimension >= self.model.encoded_size:
+        if self.loss.uses_attribute and self.loss.attribute_dimension >= self.model.head_size:
             raise ConfigError(
                 f"loss.attribute_dimension={self.loss.attribute_dimension} must be below the "
-                f"{self.model.encoded_size} dimensions the encoder produces"
+                f"{self.model.head_size} dimensions the encoder produces"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class Melody:
 
 @dataclasses.dataclass(frozen=True)
 class Encoding:
-    """Windows [W, T] of the encoded melodies, in order, and their codes [W, noise_size].
+    """Windows [W, T] of the encoded melodies, in order, and their codes [W, z_size].
 
     `melody[i]` is the input melody window i belongs to; `danceability[i]` is that
     melody's source danceability (what `reconstruct` decodes with).
@@ -194,7 +194,7 @@ def compiled(config: ModelConfig, loss: LossConfig) -> Compiled:
     analysis, repeated loads in one process) share their compiled code.
     """
     model = MusicVAE(config)
-    size, shape = config.noise_size, (config.sequence_length, config.input_depth)
+    size, shape = config.z_size, (config.sequence_length, config.input_depth)
 
     def normal(seed, rows, stream):
         keys = row_keys(seed, rows, stream)
@@ -308,10 +308,10 @@ class TrainedModel:
                 f"attribute vectors are for conditioning 'none'; this model has "
                 f"{self.config.conditioning!r}"
             )
-        if vector.vector.shape != (self.config.noise_size,):
+        if vector.vector.shape != (self.config.z_size,):
             raise CheckpointMismatchError(
                 f"attribute vector has {vector.vector.shape[0]} dimensions, the model's latent "
-                f"has {self.config.noise_size}; recompute it with `{COMMAND}`"
+                f"has {self.config.z_size}; recompute it with `{COMMAND}`"
             )
 
     @property
@@ -455,7 +455,7 @@ class TrainedModel:
         danceability: float | Sequence[float] | None = None,
         seed: int = 0,
     ) -> Encoding:
-        """z = mu + sigma * eps (eps from `seed`), mu and sigma of every window [W, noise_size].
+        """z = mu + sigma * eps (eps from `seed`), mu and sigma of every window [W, z_size].
 
         `danceability` (per melody) overrides the source estimate that the `encoder`
         and `latent` variants read.
@@ -510,14 +510,14 @@ class TrainedModel:
         temperature: float = 1.0,
         seed: int = 0,
     ) -> np.ndarray:
-        """Tokens [N, T] from codes z [N, noise_size].
+        """Tokens [N, T] from codes z [N, z_size].
 
         `decoder`: decoded with c = danceability (default 0.5); `latent`: c replaces
         z's last dimension when given; `encoder` and `none` cannot take a request here.
         """
         z = np.array(z, np.float32, ndmin=2)
-        if z.shape[1:] != (self.config.noise_size,):
-            raise GenerationError(f"z has shape {z.shape}, expected [N, {self.config.noise_size}]")
+        if z.shape[1:] != (self.config.z_size,):
+            raise GenerationError(f"z has shape {z.shape}, expected [N, {self.config.z_size}]")
         conditioning = self.config.conditioning
         regularised = self.attribute_dimension is not None
         if danceability is not None and conditioning in ("encoder", "none") and not regularised:
@@ -536,7 +536,7 @@ class TrainedModel:
     def prior(
         self, n: int, danceability: float | Sequence[float] | None = None, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Codes z [n, noise_size] from N(0, I) set up for `danceability`, and the decoder's c.
+        """Codes z [n, z_size] from N(0, I) set up for `danceability`, and the decoder's c.
 
         `latent`: the last dimension is c; `none`: the attribute vector moves z from
         the vector's midpoint danceability to the request.
@@ -582,7 +582,7 @@ class TrainedModel:
     def interpolation_codes(
         self, a: Any, b: Any, steps: int, danceability: float | None = None
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Codes [steps, W, noise_size] on the slerp from mu(a) to mu(b), ends included.
+        """Codes [steps, W, z_size] on the slerp from mu(a) to mu(b), ends included.
 
         Windows are paired (the longer melody is cut to the shorter's windows); for
         `latent` the appended c is interpolated linearly, not spherically. Also
@@ -605,7 +605,7 @@ class TrainedModel:
             )
         mu_a, mu_b = enc.mu[first][:count], enc.mu[second][:count]
         t = np.linspace(0.0, 1.0, steps)
-        dims = self.config.encoded_size
+        dims = self.config.head_size
         codes = np.concatenate(
             [
                 slerp(mu_a[:, :dims], mu_b[:, :dims], t),
@@ -654,7 +654,7 @@ class TrainedModel:
         danceability: float | Sequence[float],
         strength: float = 1.0,
     ) -> tuple[Encoding, np.ndarray, np.ndarray | None]:
-        """(encoding, edited codes z [W, noise_size], decoder c [W] or None) of an edit.
+        """(encoding, edited codes z [W, z_size], decoder c [W] or None) of an edit.
 
         The target is t = s + strength * (danceability - s) for source danceability s:
         `decoder` decodes mu with c = t, `latent` puts t in z's last dimension,

@@ -84,12 +84,12 @@ def elbo_loss(
     if mask is None:
         mask = jnp.ones(tokens.shape, jnp.float32)
     recon = jnp.sum(mask * reconstruction_per_step(logits, tokens, loss), axis=-1)
-    kl = kl_divergence(mu[:, : model.encoded_size], sigma[:, : model.encoded_size])
+    kl = kl_divergence(mu[:, : model.head_size], sigma[:, : model.head_size])
     kl_cost = jnp.maximum(kl - loss.free_nats, 0.0)
     total = jnp.mean(recon) + beta * jnp.mean(kl_cost)
     extra = {}
     if loss.uses_attribute and attribute is not None:
-        extra = attribute_terms(z[:, : model.encoded_size], attribute, loss)
+        extra = attribute_terms(z[:, : model.head_size], attribute, loss)
         if loss.attribute_loss != "none":
             total = total + loss.attribute_weight * extra["attribute_regulariser"]
         total = total + loss.attribute_decorrelation * extra["attribute_decorrelation"]

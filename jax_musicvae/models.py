@@ -80,8 +80,8 @@ class Encoder(nn.Module):
         self.rnn = rnn.StackWeights(
             cfg.input_depth, cfg.encoder_hidden, cfg.encoder_layers, cfg.cell, bidirectional=True
         )
-        self.mu = DenseWeights(cfg.head_input_size, cfg.encoded_size)
-        self.sigma = DenseWeights(cfg.head_input_size, cfg.encoded_size)
+        self.mu = DenseWeights(cfg.readout_size, cfg.head_size)
+        self.sigma = DenseWeights(cfg.readout_size, cfg.head_size)
 
     def __call__(
         self, tokens: jax.Array, condition: jax.Array | None, deterministic: bool
@@ -125,7 +125,7 @@ class Decoder(nn.Module):
         cfg = self.config
         depth, hidden, layers = cfg.input_depth, cfg.decoder_hidden, cfg.decoder_layers
         state_size = layers * rnn.carry_size(cfg.cell) * hidden
-        code = cfg.decoder_latent_size
+        code = cfg.decoder_code_size
         if cfg.wiring == "original":
             self.conductor = rnn.StackWeights(code, hidden, layers, cfg.cell)
             self.conductor_embeddings = DenseWeights(hidden, cfg.latent_size)
@@ -371,7 +371,7 @@ class MusicVAE(nn.Module):
         cfg = self.config
         self.encoder = Encoder(cfg)
         if cfg.wiring == "original":
-            self.z_embedding = DenseWeights(cfg.noise_size, cfg.encoded_size)
+            self.z_embedding = DenseWeights(cfg.z_size, cfg.head_size)
         self.decoder = Decoder(cfg)
 
     def _check_condition(self, condition: jax.Array | None, batch: int) -> None:
@@ -398,7 +398,7 @@ class MusicVAE(nn.Module):
     def encode(
         self, tokens: jax.Array, condition: jax.Array | None = None, deterministic: bool = True
     ) -> tuple[jax.Array, jax.Array]:
-        """mu and sigma, both [B, noise_size]."""
+        """mu and sigma, both [B, z_size]."""
         self._check_tokens(tokens)
         self._check_condition(condition, tokens.shape[0])
         return self.encoder(tokens, condition, deterministic)
@@ -406,7 +406,7 @@ class MusicVAE(nn.Module):
     def decoder_code(self, z: jax.Array, condition: jax.Array | None = None) -> jax.Array:
         """What the decoder is fed: z_embedding (original wiring) and c for `decoder`."""
         cfg = self.config
-        check_shape("z", z, (None, cfg.noise_size))
+        check_shape("z", z, (None, cfg.z_size))
         self._check_condition(condition, z.shape[0])
         code = z
         if cfg.wiring == "original":
@@ -438,7 +438,7 @@ class MusicVAE(nn.Module):
         batch = tokens.shape[0]
         if eps is None:
             eps = jnp.zeros_like(mu)
-        check_shape("eps", eps, (batch, cfg.noise_size))
+        check_shape("eps", eps, (batch, cfg.z_size))
         z = mu + sigma * eps
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
@@ -472,7 +472,7 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         gumbel: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """Free-running tokens [B, T] from z [B, noise_size]; argmax without gumbel noise."""
+        """Free-running tokens [B, T] from z [B, z_size]; argmax without gumbel noise."""
         cfg = self.config
         z_dec = self.decoder_code(z, condition)
         if gumbel is not None:

@@ -135,7 +135,7 @@ class Harness:
         self.condition = (
             np.array([0.1, 0.55, 0.9], np.float32)[:BATCH] if cfg.uses_condition else None
         )
-        self.eps = rng.standard_normal((BATCH, cfg.noise_size)).astype(np.float32)
+        self.eps = rng.standard_normal((BATCH, cfg.z_size)).astype(np.float32)
         self.choose_noise = rng.random((BATCH, cfg.sequence_length)).astype(np.float32)
         uniform = rng.random((BATCH, cfg.sequence_length, cfg.input_depth))
         self.gumbel = (-np.log(-np.log(np.clip(uniform, 1e-12, 1.0 - 1e-7)))).astype(np.float32)
@@ -433,7 +433,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
     for step in range(TRAIN_STEPS):
         tokens = rng.integers(0, model_cfg.input_depth, (BATCH, model_cfg.sequence_length))
         condition = rng.random(BATCH).astype(np.float32) if model_cfg.uses_condition else None
-        eps = rng.standard_normal((BATCH, model_cfg.noise_size)).astype(np.float32)
+        eps = rng.standard_normal((BATCH, model_cfg.z_size)).astype(np.float32)
         keep = (rng.random(tokens.shape) >= sampling_cfg.token_dropout).astype(np.float32)
         attribute = rng.standard_normal(BATCH).astype(np.float32)
         torch_train.train_step(

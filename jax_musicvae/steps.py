@@ -37,7 +37,7 @@ def draw_noise(
     key: jax.Array, batch: int, model: ModelConfig, scheduled: bool, token_dropout: float = 0.0
 ) -> Noise:
     eps_key, choose_key, gumbel_key = jax.random.split(key, 3)
-    eps = jax.random.normal(eps_key, (batch, model.noise_size), jnp.float32)
+    eps = jax.random.normal(eps_key, (batch, model.z_size), jnp.float32)
     shape = (batch, model.sequence_length)
     token_keep = None
     if token_dropout > 0.0:

@@ -157,7 +157,11 @@ class Run:
 
 
 class Trainer:
-    """Jitted, sharded train and eval steps for one config on one mesh."""
+    """Jitted, sharded train and eval steps for one config on one mesh.
+
+    The state's shardings come from its abstract shape, so the train step is
+    compiled once for a fresh start, a resume and a fine-tune alike.
+    """
 
     def __init__(self, config: ExperimentConfig, mesh: Mesh) -> None:
         self.config = config
@@ -171,6 +175,15 @@ class Trainer:
                 f"train.batch_size={global_batch} must divide over {jax.process_count()} "
                 f"processes and {mesh.shape[DATA_AXIS]} data-parallel devices"
             )
+        abstract = jax.eval_shape(
+            lambda: create_state(model, config.optim, init_params(model, jax.random.key(0)))
+        )
+        self.state_sharding = tree_sharding(abstract, mesh, config.mesh.shard_params)
+        self.abstract_state = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            abstract,
+            self.state_sharding,
+        )
         scheduled = sampling.schedule != "teacher_forcing"
         use_dropout = model.dropout > 0
 
@@ -198,27 +211,25 @@ class Trainer:
             z = vae.apply({"params": params}, tokens, condition)["z"]  # eps = 0: z = mu
             return vae.apply({"params": params}, z, condition, method=MusicVAE.generate)["tokens"]
 
-        self.params_sharding = None
-        self.state_sharding = None
-        self._step_fn = step_fn
-        self._eval = jax.jit(eval_fn)
-        self.reconstruct = jax.jit(reconstruct_fn)
-
-    def init_state(self, params: Any) -> train_state.TrainState:
-        """A TrainState placed on the mesh (replicated or parameter-sharded)."""
-        shard = self.config.mesh.shard_params
-        state = create_state(self.config.model, self.config.optim, params)
-        self.state_sharding = tree_sharding(state, self.mesh, shard)
-        self.params_sharding = self.state_sharding.params
-        state = jax.device_put(state, self.state_sharding)
         repl = self.replicated
         self._train = jax.jit(
-            self._step_fn,
+            step_fn,
             in_shardings=(self.state_sharding, self.batch_sharding, repl, repl, repl, repl),
             out_shardings=(self.state_sharding, repl),
             donate_argnums=0,
         )
-        return state
+        self._eval = jax.jit(eval_fn)
+        self.reconstruct = jax.jit(reconstruct_fn)
+
+    def initial_state(self, params: Any) -> train_state.TrainState:
+        """A fresh TrainState of `params` placed on the mesh (replicated or sharded).
+
+        Its leaves go into the abstract state's tree, so every state this trainer
+        makes has the same static fields (optimizer, apply_fn) and one compiled step.
+        """
+        state = create_state(self.config.model, self.config.optim, params)
+        state = jax.tree.unflatten(jax.tree.structure(self.abstract_state), jax.tree.leaves(state))
+        return jax.device_put(state, self.state_sharding)
 
     def global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Assemble the global batch from each process's rows (rows ordered by process)."""
@@ -352,19 +363,11 @@ def _save(
 
 
 def _restore(
-    manager: ocp.CheckpointManager,
-    step: int,
-    trainer: Trainer,
-    state: train_state.TrainState,
-    loaders: _Loaders,
+    manager: ocp.CheckpointManager, step: int, trainer: Trainer, loaders: _Loaders
 ) -> tuple[train_state.TrainState, Run]:
     """State, run counters and loader positions of checkpoint `step` onto this mesh."""
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        state,
-        trainer.state_sharding,
-    )
-    params = ckpt.restore_item(manager, step, ckpt.PARAMS, abstract.params)
+    abstract = trainer.abstract_state
+    state = trainer.initial_state(ckpt.restore_item(manager, step, ckpt.PARAMS, abstract.params))
     progress = ckpt.read_progress(manager, step)
     if ckpt.has_item(manager, step, ckpt.OPT_STATE):
         opt = ckpt.restore_item(
@@ -373,19 +376,21 @@ def _restore(
             ckpt.OPT_STATE,
             {"step": abstract.step, "opt_state": abstract.opt_state},
         )
-        state = state.replace(params=params, step=opt["step"], opt_state=opt["opt_state"])
+        state = state.replace(step=opt["step"], opt_state=opt["opt_state"])
     else:
         logger.info("checkpoint step %d has no optimizer state: fine-tuning from it", step)
-        state = trainer.init_state(params)
-    run_step = int(progress.get("step", step))
     key = (
         jax.random.wrap_key_data(np.asarray(progress["key"], np.uint32))
         if "key" in progress
-        else None
+        else jax.random.key(trainer.config.train.seed)
     )
     if "loader" in progress:
         loaders.restore(progress["loader"])
-    run = Run(step=run_step, key=key, nonfinite_run=int(progress.get("nonfinite_run", 0)))
+    run = Run(
+        step=int(progress.get("step", step)),
+        key=key,
+        nonfinite_run=int(progress.get("nonfinite_run", 0)),
+    )
     return state, run
 
 
@@ -426,6 +431,178 @@ def save_reconstructions(
     return save_pianoroll_grid(sequences, rep, out, titles=titles, grid=dataset_grid(manifest))
 
 
+def prepare_config(config: ExperimentConfig, data_dir: Path) -> tuple[ExperimentConfig, dict]:
+    """The config as it will be stored (the dataset's path and grid, the frozen attribute
+    transform) and the dataset's manifest, after checking the two fit."""
+    manifest = check_dataset(data_dir, config)
+    # The dataset's grid is stored with the model: generation writes its time signature.
+    data = dataclasses.replace(config.data, path=str(data_dir), grid=dataset_grid(manifest).name)
+    config = freeze_attribute_transform(dataclasses.replace(config, data=data), data_dir)
+    return config, manifest
+
+
+def check_workdir(workdir: Path, resume: bool) -> Path:
+    """The checkpoint folder, after checking that `resume` matches what is there."""
+    checkpoint_dir = workdir / ckpt.CHECKPOINT_DIR
+    existing = checkpoint_dir.is_dir() and any(p.name.isdigit() for p in checkpoint_dir.iterdir())
+    if existing and not resume:
+        raise TrainingError(
+            f"{workdir} already holds checkpoints: pass --resume or a new --workdir"
+        )
+    if resume and not existing:
+        raise TrainingError(f"--resume: {checkpoint_dir} holds no checkpoint")
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+    return checkpoint_dir
+
+
+class _TrainLog:
+    """Training metrics averaged over each logging window, throughput, the progress bar
+    and the count of non-finite updates in a row."""
+
+    def __init__(self, config: ExperimentConfig, writer: MetricsWriter, run: Run) -> None:
+        self.config = config
+        self.writer = writer
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.window_start, self.window_examples = time.monotonic(), 0
+        self.examples_per_second = float("nan")
+        self.progress_bar = None
+        if jax.process_index() == 0 and config.logging.progress_bar:
+            from tqdm import tqdm
+
+            total = config.train.num_steps
+            self.progress_bar = tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True)
+
+    def add(self, step: int, metrics: dict[str, Any], run: Run) -> None:
+        """Account one finished step's metrics (host values)."""
+        tc = self.config.train
+        self.window_examples += tc.batch_size
+        if self.progress_bar is not None:
+            self.progress_bar.update(1)
+        if not metrics["skipped"]:
+            run.nonfinite_run = 0
+            for name, value in metrics.items():
+                self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.count += 1
+            return
+        run.nonfinite_run += 1
+        logger.warning(
+            "step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped",
+            step,
+            metrics["loss"],
+            metrics["grad_norm"],
+        )
+        self.writer.write(step, "nonfinite", {"loss": metrics["loss"], "skipped": 1.0})
+        if run.nonfinite_run >= tc.max_consecutive_nonfinite:
+            raise TrainingError(
+                f"{run.nonfinite_run} non-finite updates in a row (train."
+                f"max_consecutive_nonfinite={tc.max_consecutive_nonfinite}) at step "
+                f"{step}; lower optim.learning_rate or check the data"
+            )
+
+    def write(self, step: int) -> None:
+        """Write the window's means, throughput and learning rate; start a new window."""
+        now = time.monotonic()
+        self.examples_per_second = self.window_examples / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_examples = now, 0
+        means = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        means["examples_per_second"] = self.examples_per_second
+        means["learning_rate"] = schedules.learning_rate(step, self.config.optim)
+        self.writer.write(step, "train", means)
+        self.sums, self.count = {}, 0
+        if self.progress_bar is not None:
+            self.progress_bar.set_postfix(
+                loss=f"{means.get('loss', math.nan):.3f}",
+                acc=f"{means.get('accuracy', math.nan):.3f}",
+                ex_s=f"{self.examples_per_second:.0f}",
+            )
+
+    def close(self) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.close()
+
+
+def _evaluate(
+    trainer: Trainer,
+    params: Any,
+    loaders: _Loaders,
+    writer: MetricsWriter,
+    step: int,
+    baseline: float,
+) -> dict[str, float]:
+    metrics = trainer.evaluate(params, loaders.eval_batches, trainer.config.train.seed)
+    writer.write(step, "eval", metrics)
+    logger.info(
+        "step %d validation: elbo %.2f recon %.2f kl %.2f bits accuracy %.4f "
+        "greedy from mu %.4f (shuffled %.4f, baseline %.4f)",
+        step,
+        metrics["elbo"],
+        metrics["recon"],
+        metrics["kl_bits"],
+        metrics["accuracy"],
+        metrics["greedy_accuracy"],
+        metrics["shuffled_accuracy"],
+        baseline,
+    )
+    return metrics
+
+
+def _loop(
+    trainer: Trainer,
+    state: train_state.TrainState,
+    run: Run,
+    loaders: _Loaders,
+    manager: ocp.CheckpointManager,
+    log: _TrainLog,
+    baseline: float,
+) -> tuple[train_state.TrainState, dict[str, float]]:
+    """Train until `num_steps` or `max_seconds`, logging, evaluating and checkpointing.
+
+    A step's metrics are fetched after the next step is dispatched, so the host
+    prepares the next batch while the device computes; they are all in before any
+    log, evaluation or checkpoint.
+    """
+    config, tc = trainer.config, trainer.config.train
+    started = time.monotonic()
+    eval_metrics: dict[str, float] = {}
+    last_eval = -1
+    pending: tuple[int, Any] | None = None
+    while run.step < tc.num_steps:
+        if tc.max_seconds and time.monotonic() - started > tc.max_seconds:
+            logger.info("train.max_seconds=%s reached at step %d", tc.max_seconds, run.step)
+            break
+        batch = trainer.global_batch(loaders.next())
+        state, metrics = trainer.train_step(state, batch, run)
+        run.step += 1
+        if pending is not None:
+            log.add(pending[0], jax.device_get(pending[1]), run)
+        pending = (run.step, metrics)
+        final = run.step == tc.num_steps
+        logged = run.step % tc.log_every == 0 or final
+        evaluated = run.step % tc.eval_every == 0 or final
+        saved = run.step % tc.checkpoint_every == 0 or final
+        if not (logged or evaluated or saved):
+            continue
+        log.add(run.step, jax.device_get(metrics), run)
+        pending = None
+        if logged:
+            log.write(run.step)
+        if evaluated:
+            eval_metrics = _evaluate(trainer, state.params, loaders, log.writer, run.step, baseline)
+            last_eval = run.step
+        if saved:
+            _save(manager, state, run, config, loaders, eval_metrics if evaluated else None)
+    if pending is not None:
+        log.add(pending[0], jax.device_get(pending[1]), run)
+    if last_eval != run.step:
+        eval_metrics = _evaluate(trainer, state.params, loaders, log.writer, run.step, baseline)
+    if manager.latest_step() != run.step:
+        _save(manager, state, run, config, loaders, eval_metrics)
+    manager.wait_until_finished()
+    return state, eval_metrics
+
+
 def train(
     config: ExperimentConfig, data_dir: Path, workdir: Path, *, resume: bool = False
 ) -> dict[str, Any]:
@@ -437,44 +614,26 @@ def train(
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
     initialize_distributed(config)
     data_dir, workdir = Path(data_dir), Path(workdir)
-    manifest = check_dataset(data_dir, config)
-    # The dataset's grid is stored with the model: generation writes its time signature.
-    data = dataclasses.replace(config.data, path=str(data_dir), grid=dataset_grid(manifest).name)
-    config = dataclasses.replace(config, data=data)
-    config = freeze_attribute_transform(config, data_dir)
+    config, manifest = prepare_config(config, data_dir)
+    checkpoint_dir = check_workdir(workdir, resume)
     tc = config.train
-    lead = jax.process_index() == 0
-    checkpoint_dir = workdir / ckpt.CHECKPOINT_DIR
-    existing = checkpoint_dir.is_dir() and any(p.name.isdigit() for p in checkpoint_dir.iterdir())
-    if existing and not resume:
-        raise TrainingError(
-            f"{workdir} already holds checkpoints: pass --resume or a new --workdir"
-        )
-    if resume and not existing:
-        raise TrainingError(f"--resume: {checkpoint_dir} holds no checkpoint")
-    if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
 
     mesh = make_mesh(config)
     trainer = Trainer(config, mesh)
-    params = init_params(config.model, jax.random.key(tc.seed))
-    state = trainer.init_state(params)
     loaders = _Loaders(config, data_dir, trainer)
-    run = Run(step=0, key=jax.random.key(tc.seed))
     manager = ckpt.make_manager(checkpoint_dir, keep=tc.keep, async_saves=tc.async_checkpoints)
     if resume:
-        latest = ckpt.choose_step(manager, None, best=False)
-        state, restored = _restore(manager, latest, trainer, state, loaders)
-        run = Run(
-            restored.step,
-            restored.key if restored.key is not None else run.key,
-            restored.nonfinite_run,
+        state, run = _restore(
+            manager, ckpt.choose_step(manager, None, best=False), trainer, loaders
         )
         logger.info("resumed %s at step %d", checkpoint_dir, run.step)
+    else:
+        state = trainer.initial_state(init_params(config.model, jax.random.key(tc.seed)))
+        run = Run(step=0, key=jax.random.key(tc.seed))
 
     writer = MetricsWriter(
         workdir,
-        enabled=lead,
+        enabled=jax.process_index() == 0,
         resume_step=run.step if resume else None,
         wandb=config.logging.wandb,
         wandb_project=config.logging.wandb_project,
@@ -495,116 +654,41 @@ def train(
         baseline,
     )
 
-    progress_bar = None
-    if lead and config.logging.progress_bar:
-        from tqdm import tqdm
-
-        progress_bar = tqdm(total=tc.num_steps, initial=run.step, unit="step", dynamic_ncols=True)
     started = time.monotonic()
-    window_start, window_examples = time.monotonic(), 0
-    examples_per_second = float("nan")
-    eval_metrics: dict[str, float] = {}
-    last_eval = -1
-    train_sums: dict[str, float] = {}
-    train_count = 0
+    log = _TrainLog(config, writer, run)
     try:
-        while run.step < tc.num_steps:
-            if tc.max_seconds and time.monotonic() - started > tc.max_seconds:
-                logger.info("train.max_seconds=%s reached at step %d", tc.max_seconds, run.step)
-                break
-            batch = trainer.global_batch(loaders.next())
-            state, metrics = trainer.train_step(state, batch, run)
-            run.step += 1
-            metrics = jax.device_get(metrics)
-            window_examples += tc.batch_size
-            if metrics["skipped"]:
-                run.nonfinite_run += 1
-                logger.warning(
-                    "step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped",
-                    run.step,
-                    metrics["loss"],
-                    metrics["grad_norm"],
-                )
-                writer.write(run.step, "nonfinite", {"loss": metrics["loss"], "skipped": 1.0})
-                if run.nonfinite_run >= tc.max_consecutive_nonfinite:
-                    raise TrainingError(
-                        f"{run.nonfinite_run} non-finite updates in a row (train."
-                        f"max_consecutive_nonfinite={tc.max_consecutive_nonfinite}) at step "
-                        f"{run.step}; lower optim.learning_rate or check the data"
-                    )
-            else:
-                run.nonfinite_run = 0
-                for name, value in metrics.items():
-                    train_sums[name] = train_sums.get(name, 0.0) + float(value)
-                train_count += 1
-            if run.step % tc.log_every == 0 or run.step == tc.num_steps:
-                now = time.monotonic()
-                examples_per_second = window_examples / max(now - window_start, 1e-9)
-                window_start, window_examples = now, 0
-                means = {k: v / max(train_count, 1) for k, v in train_sums.items()}
-                means["examples_per_second"] = examples_per_second
-                means["learning_rate"] = schedules.learning_rate(int(state.step), config.optim)
-                writer.write(run.step, "train", means)
-                train_sums, train_count = {}, 0
-                if progress_bar is not None:
-                    progress_bar.set_postfix(
-                        loss=f"{means.get('loss', math.nan):.3f}",
-                        acc=f"{means.get('accuracy', math.nan):.3f}",
-                        ex_s=f"{examples_per_second:.0f}",
-                    )
-            evaluated = run.step % tc.eval_every == 0 or run.step == tc.num_steps
-            if evaluated:
-                eval_metrics = trainer.evaluate(state.params, loaders.eval_batches, tc.seed)
-                last_eval = run.step
-                writer.write(run.step, "eval", eval_metrics)
-                logger.info(
-                    "step %d validation: elbo %.2f recon %.2f kl %.2f bits accuracy %.4f "
-                    "greedy from mu %.4f (shuffled %.4f, baseline %.4f)",
-                    run.step,
-                    eval_metrics["elbo"],
-                    eval_metrics["recon"],
-                    eval_metrics["kl_bits"],
-                    eval_metrics["accuracy"],
-                    eval_metrics["greedy_accuracy"],
-                    eval_metrics["shuffled_accuracy"],
-                    baseline,
-                )
-            if run.step % tc.checkpoint_every == 0 or run.step == tc.num_steps:
-                _save(manager, state, run, config, loaders, eval_metrics if evaluated else None)
-            if progress_bar is not None:
-                progress_bar.update(1)
-        if last_eval != run.step:
-            eval_metrics = trainer.evaluate(state.params, loaders.eval_batches, tc.seed)
-            last_eval = run.step
-            writer.write(run.step, "eval", eval_metrics)
-        if manager.latest_step() != run.step:
-            _save(manager, state, run, config, loaders, eval_metrics)
-        manager.wait_until_finished()
+        state, eval_metrics = _loop(trainer, state, run, loaders, manager, log, baseline)
     finally:
         manager.close()
-        if progress_bar is not None:
-            progress_bar.close()
+        log.close()
         writer.close()
-
-    figures: dict[str, str] = {}
-    recon = save_reconstructions(
-        trainer,
-        state.params,
-        loaders,
-        manifest,
-        workdir / "reconstructions.png",
-        tc.num_reconstructions,
-    )
-    if lead:
-        figures["curves"] = str(plot_curves(workdir / METRICS_FILE, workdir / "curves.png"))
-        if recon is not None:
-            figures["reconstructions"] = str(recon)
+    seconds = time.monotonic() - started
     return {
         "step": run.step,
         "eval": eval_metrics,
         "baseline_accuracy": baseline,
-        "examples_per_second": examples_per_second,
-        "seconds": time.monotonic() - started,
-        "figures": figures,
+        "examples_per_second": log.examples_per_second,
+        "seconds": seconds,
+        "figures": _figures(trainer, state.params, loaders, manifest, workdir),
         "params": state.params,
     }
+
+
+def _figures(
+    trainer: Trainer, params: Any, loaders: _Loaders, manifest: dict[str, Any], workdir: Path
+) -> dict[str, str]:
+    """The curves and reconstructions pictures (written by the lead process)."""
+    recon = save_reconstructions(
+        trainer,
+        params,
+        loaders,
+        manifest,
+        workdir / "reconstructions.png",
+        trainer.config.train.num_reconstructions,
+    )
+    if jax.process_index() != 0:
+        return {}
+    figures = {"curves": str(plot_curves(workdir / METRICS_FILE, workdir / "curves.png"))}
+    if recon is not None:
+        figures["reconstructions"] = str(recon)
+    return figures

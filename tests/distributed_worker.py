@@ -20,7 +20,6 @@ def eight_devices(dataset: Path, workdir: Path) -> dict:
     from helpers import tiny_config
 
     from jax_musicvae import checkpoints as ckpt
-    from jax_musicvae.models import init_params
     from jax_musicvae.train import Trainer, _Loaders, _restore, make_mesh, train
 
     config = tiny_config(num_steps=3, eval_every=3, checkpoint_every=3)
@@ -42,9 +41,8 @@ def eight_devices(dataset: Path, workdir: Path) -> dict:
     saved = runs[8]["params"]
     other = config.override(["mesh.data=2", "mesh.model=4", "mesh.shard_params=true"])
     trainer = Trainer(other, make_mesh(other))
-    state = trainer.init_state(init_params(other.model, jax.random.key(99)))
     manager = ckpt.make_manager(workdir / "8" / ckpt.CHECKPOINT_DIR, read_only=True)
-    state, run = _restore(manager, 3, trainer, state, _Loaders(other, dataset, trainer))
+    state, run = _restore(manager, 3, trainer, _Loaders(other, dataset, trainer))
     specs = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(state.params)}
     _, on_one = ckpt.load_params(workdir / "8")
     return {

@@ -20,15 +20,15 @@ from jax_musicvae.config import (
 def test_sizes_per_conditioning() -> None:
     base = dict(encoder_hidden=8, latent_size=6)
     none = ModelConfig(**base)
-    assert (none.encoded_size, none.noise_size, none.head_input_size) == (6, 6, 16)
+    assert (none.head_size, none.z_size, none.readout_size) == (6, 6, 16)
     enc = ModelConfig(conditioning="encoder", **base)
-    assert (enc.encoded_size, enc.noise_size, enc.head_input_size) == (6, 6, 17)
+    assert (enc.head_size, enc.z_size, enc.readout_size) == (6, 6, 17)
     lat = ModelConfig(conditioning="latent", **base)
-    assert (lat.encoded_size, lat.noise_size) == (6, 7)
-    assert lat.decoder_latent_size == 7
-    assert ModelConfig(conditioning="latent", wiring="original", **base).decoder_latent_size == 6
+    assert (lat.head_size, lat.z_size) == (6, 7)
+    assert lat.decoder_code_size == 7
+    assert ModelConfig(conditioning="latent", wiring="original", **base).decoder_code_size == 6
     dec = ModelConfig(conditioning="decoder", **base)
-    assert (dec.encoded_size, dec.noise_size, dec.decoder_latent_size) == (5, 5, 6)
+    assert (dec.head_size, dec.z_size, dec.decoder_code_size) == (5, 5, 6)
 
 
 def test_flat_only_for_magenta_single_bar() -> None:

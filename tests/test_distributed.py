@@ -69,7 +69,7 @@ def test_two_processes_match_one(train_dataset, tmp_path):
     # the records, process 0's rows first.
     config = tiny_config(num_steps=3).override(["mesh.data=1"])
     trainer = Trainer(config, make_mesh(config))
-    state = trainer.init_state(init_params(config.model, jax.random.key(config.train.seed)))
+    state = trainer.initial_state(init_params(config.model, jax.random.key(config.train.seed)))
     loaders = [
         iter(
             make_loader(

@@ -89,7 +89,7 @@ def test_chunking_does_not_change_results(workdir, models):
 def test_encode_shapes_seeds_and_condition(models):
     a, b = melody(0), melody(1, steps=3 * T - 8)  # b: three windows, the last padded
     enc = models["latent"].encode([a, b], danceability=[0.2, 0.7], seed=5)
-    assert enc.z.shape == enc.mu.shape == enc.sigma.shape == (4, 5)  # noise_size = 4 + c
+    assert enc.z.shape == enc.mu.shape == enc.sigma.shape == (4, 5)  # z_size = 4 + c
     np.testing.assert_array_equal(enc.melody, [0, 1, 1, 1])
     np.testing.assert_allclose(enc.mu[:, -1], [0.2, 0.7, 0.7, 0.7], atol=1e-6)
     np.testing.assert_allclose(enc.z[:, -1], enc.mu[:, -1])  # latent_condition_sigma = 0
@@ -121,7 +121,7 @@ def test_interpolate_ends_are_the_encoded_mus(models, variant):
     a, b = melody(2, steps=2 * T), melody(3, steps=2 * T + 16)
     codes, condition, length = model.interpolation_codes(a, b, 4)
     enc = model.encode([a, b])
-    assert codes.shape == (4, 2, model.config.noise_size) and length == 2 * T
+    assert codes.shape == (4, 2, model.config.z_size) and length == 2 * T
     np.testing.assert_allclose(codes[0], enc.mu[enc.melody == 0], rtol=1e-6)
     np.testing.assert_allclose(codes[-1], enc.mu[enc.melody == 1][:2], rtol=1e-6)
     np.testing.assert_allclose(condition[:, 0], np.linspace(*enc.danceability[[0, 2]], 4))

@@ -71,8 +71,8 @@ def test_shapes(config: ModelConfig) -> None:
     out = model.apply({"params": params}, tokens, condition)
     t, d = config.sequence_length, config.input_depth
     chex.assert_shape(out["logits"], (3, t, d))
-    chex.assert_shape([out["mu"], out["sigma"], out["z"]], (3, config.noise_size))
-    chex.assert_shape(out["z_dec"], (3, config.decoder_latent_size))
+    chex.assert_shape([out["mu"], out["sigma"], out["z"]], (3, config.z_size))
+    chex.assert_shape(out["z_dec"], (3, config.decoder_code_size))
     chex.assert_tree_all_finite(out)
     if config.conditioning == "latent":
         np.testing.assert_allclose(out["z"][:, -1], condition, atol=1e-7)
@@ -254,12 +254,12 @@ def test_train_step_skips_non_finite_updates() -> None:
             steps.train_step, model=config, loss=LossConfig(), sampling=SamplingConfig()
         )
     )
-    bad = steps.Noise(jnp.full((3, config.noise_size), jnp.nan))
+    bad = steps.Noise(jnp.full((3, config.z_size), jnp.nan))
     new, metrics = step(state, {"tokens": tokens}, bad, 1.0, 0.0, None)
     assert float(metrics["skipped"]) == 1.0
     chex.assert_trees_all_equal(new.params, state.params)
     assert int(new.step) == int(state.step)
-    good = steps.Noise(jnp.zeros((3, config.noise_size)))
+    good = steps.Noise(jnp.zeros((3, config.z_size)))
     new, metrics = step(state, {"tokens": tokens}, good, 1.0, 0.0, None)
     assert float(metrics["skipped"]) == 0.0
     assert int(new.step) == 1
@@ -329,7 +329,7 @@ def test_eval_step_reports_greedy_and_shuffled_reconstruction() -> None:
     config = tiny(cell="gru", wiring="magenta")
     params = init_params(config, jax.random.key(0))
     tokens, _ = _inputs(config, batch=4)
-    eps = jnp.zeros((4, config.noise_size))
+    eps = jnp.zeros((4, config.z_size))
     metrics = steps.eval_step(params, {"tokens": tokens}, eps, model=config, loss=LossConfig())
     model = MusicVAE(config)
     mu = model.apply({"params": params}, tokens, method=MusicVAE.encode)[0]

@@ -80,7 +80,7 @@ def test_info_describes_the_model_and_limits(client, model, generation_dataset):
     info = ok(client.get("/api/info"))
     windows = len(WindowSource(generation_dataset, "test"))
     assert info["controllable"] is True
-    assert info["model"]["latent_size"] == model.config.noise_size
+    assert info["model"]["latent_size"] == model.config.z_size
     assert info["window_steps"] == model.config.sequence_length == 32
     assert info["held_out"] == {"split": "test", "windows": windows}
     assert info["limits"]["upload_bytes"] == 2 * 1024 * 1024

@@ -67,7 +67,7 @@ def make_inputs(cfg: ModelConfig, batch: int = B, seed: int = 1) -> dict[str, to
     return {
         "tokens": torch.randint(0, cfg.input_depth, (batch, T), generator=g),
         "condition": torch.rand(batch, generator=g),
-        "eps": torch.randn(batch, cfg.noise_size, generator=g),
+        "eps": torch.randn(batch, cfg.z_size, generator=g),
         "choose_noise": torch.rand(batch, T, generator=g),
         "gumbel": -torch.log(-torch.log(torch.rand(batch, T, cfg.input_depth, generator=g))),
     }
@@ -98,10 +98,10 @@ def test_output_shapes_and_latent_layout(conditioning, cell, wiring, num_bars):
         )
     gen = model.generate(out["z"], x["condition"])
 
-    n = cfg.noise_size
+    n = cfg.z_size
     assert out["logits"].shape == (B, T, D) and out["logits"].dtype == torch.float32
     assert out["mu"].shape == out["sigma"].shape == out["z"].shape == (B, n)
-    assert out["z_dec"].shape == (B, cfg.decoder_latent_size)
+    assert out["z_dec"].shape == (B, cfg.decoder_code_size)
     assert ss["sampled"].shape == (B, T) and ss["sampled"].dtype == torch.long
     assert ss["fed_back"].shape == (B, T) and ss["fed_back"].dtype == torch.bool
     assert gen["tokens"].shape == (B, T) and gen["tokens"].dtype == torch.long
@@ -109,7 +109,7 @@ def test_output_shapes_and_latent_layout(conditioning, cell, wiring, num_bars):
     assert "sampled" not in out
 
     torch.testing.assert_close(out["z"], out["mu"] + out["sigma"] * x["eps"], rtol=0, atol=0)
-    assert bool((out["sigma"][:, : cfg.encoded_size] > 0).all())
+    assert bool((out["sigma"][:, : cfg.head_size] > 0).all())
     c = x["condition"]
     if conditioning == "latent":
         assert n == cfg.latent_size + 1
@@ -119,9 +119,9 @@ def test_output_shapes_and_latent_layout(conditioning, cell, wiring, num_bars):
         assert n == cfg.latent_size - 1
         torch.testing.assert_close(out["z_dec"][:, -1], c, rtol=0, atol=0)
     if wiring == "original":
-        assert cfg.decoder_latent_size == cfg.latent_size
+        assert cfg.decoder_code_size == cfg.latent_size
         expected = torch.tanh(model.z_embedding[0](out["z"]))
-        torch.testing.assert_close(out["z_dec"][:, : cfg.encoded_size], expected)
+        torch.testing.assert_close(out["z_dec"][:, : cfg.head_size], expected)
     elif conditioning != "decoder":
         torch.testing.assert_close(out["z_dec"], out["z"], rtol=0, atol=0)
 
@@ -514,7 +514,7 @@ def test_kl_leaves_out_the_appended_condition_and_decoder_dimension():
         LOGITS, TOKENS, mu, sigma, LossConfig(), _loss_model_config(2, "latent"), beta=1.0
     )
     assert m["kl"].item() == pytest.approx((0.25 + math.log(2.0)) / 2, rel=1e-6)
-    # decoder conditioning: encoded_size = L - 1 = 2 here.
+    # decoder conditioning: head_size = L - 1 = 2 here.
     _, m = elbo_loss(
         LOGITS,
         TOKENS,
@@ -670,7 +670,7 @@ def test_sample_noise_shapes_and_determinism():
     cfg = tiny_config(conditioning="latent")
     a = sample_noise(cfg, 2, torch.Generator().manual_seed(3))
     b = sample_noise(cfg, 2, torch.Generator().manual_seed(3))
-    assert a["eps"].shape == (2, cfg.noise_size)
+    assert a["eps"].shape == (2, cfg.z_size)
     assert a["choose_noise"].shape == (2, cfg.sequence_length)
     assert a["gumbel"].shape == (2, cfg.sequence_length, cfg.input_depth)
     assert a["token_keep"] is None
@@ -702,7 +702,7 @@ def test_clear_errors_for_bad_inputs():
         model(tok)
     with pytest.raises(ValueError, match=r"condition must be a tensor of shape \[B=3\]"):
         model(tok, cond[:, None])
-    with pytest.raises(ValueError, match=r"eps must be a tensor of shape \[B=3, noise_size=6\]"):
+    with pytest.raises(ValueError, match=r"eps must be a tensor of shape \[B=3, z_size=6\]"):
         model(tok, cond, eps=torch.zeros(3, 5))
     with pytest.raises(ValueError, match="choose_noise"):
         model(tok, cond, sampling_probability=0.5)
@@ -710,7 +710,7 @@ def test_clear_errors_for_bad_inputs():
         model(tok, cond, sampling_probability=0.5, choose_noise=x["choose_noise"], gumbel=x["eps"])
     with pytest.raises(ValueError, match="sampling_probability"):
         model(tok, cond, sampling_probability=1.5)
-    with pytest.raises(ValueError, match=r"z must be a tensor of shape \[B, noise_size=6\]"):
+    with pytest.raises(ValueError, match=r"z must be a tensor of shape \[B, z_size=6\]"):
         model.generate(torch.zeros(3, 7))
     decoder_model = make_model(conditioning="decoder")
     with pytest.raises(ValueError, match="condition is required"):

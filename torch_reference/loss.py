@@ -81,8 +81,8 @@ def elbo_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
 
-    logits [B, T, D], tokens [B, T], mu/sigma [B, noise_size] (only the first
-    `encoded_size` dims enter the KL: the appended c of `latent` does not), mask
+    logits [B, T, D], tokens [B, T], mu/sigma [B, z_size] (only the first
+    `head_size` dims enter the KL: the appended c of `latent` does not), mask
     [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`
     and an `attribute` [B], plus the attribute terms of the sampled z.
     """
@@ -105,7 +105,7 @@ def elbo_loss(
         terms = _bernoulli_terms(logits, tokens, loss_config.target_smoothing)
         recon_b = (mask[..., None] * terms).sum(dim=(1, 2))
 
-    n = model_config.encoded_size
+    n = model_config.head_size
     mu_k, sigma_k = mu[:, :n], sigma[:, :n]
     kl_b = 0.5 * (sigma_k**2 + mu_k**2 - 1.0 - 2.0 * torch.log(sigma_k)).sum(dim=1)
     kl_cost_b = torch.clamp(kl_b - loss_config.free_nats, min=0.0)
@@ -115,7 +115,7 @@ def elbo_loss(
     loss = recon + beta * kl_cost
     extra = {}
     if loss_config.uses_attribute and attribute is not None:
-        extra = attribute_terms(z[:, : model_config.encoded_size], attribute, loss_config)
+        extra = attribute_terms(z[:, : model_config.head_size], attribute, loss_config)
         if loss_config.attribute_loss != "none":
             loss = loss + loss_config.attribute_weight * extra["attribute_regulariser"]
         loss = loss + loss_config.attribute_decorrelation * extra["attribute_decorrelation"]

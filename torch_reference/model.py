@@ -86,8 +86,8 @@ class Encoder(nn.Module):
             bidirectional=True,
         )
         self.add_module(self._rnn_name, rnn)
-        self.mu = nn.Linear(cfg.head_input_size, cfg.encoded_size)
-        self.sigma = nn.Linear(cfg.head_input_size, cfg.encoded_size)
+        self.mu = nn.Linear(cfg.readout_size, cfg.head_size)
+        self.sigma = nn.Linear(cfg.readout_size, cfg.head_size)
 
     @property
     def rnn(self) -> nn.RNNBase:
@@ -128,7 +128,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        H, layers, Lz = cfg.decoder_hidden, cfg.decoder_layers, cfg.decoder_latent_size
+        H, layers, Lz = cfg.decoder_hidden, cfg.decoder_layers, cfg.decoder_code_size
         k = 2 if cfg.cell == "lstm" else 1
         if cfg.wiring == "original":
             self.conductor = _rnn(cfg.cell, Lz, H, layers, cfg.dropout)
@@ -274,7 +274,7 @@ class MusicVAE(nn.Module):
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         if cfg.wiring == "original":
-            self.z_embedding = nn.Sequential(nn.Linear(cfg.noise_size, cfg.encoded_size), nn.Tanh())
+            self.z_embedding = nn.Sequential(nn.Linear(cfg.z_size, cfg.head_size), nn.Tanh())
         self.decoder = Decoder(cfg)
 
     # -- input checks -------------------------------------------------------------
@@ -316,7 +316,7 @@ class MusicVAE(nn.Module):
     # -- public API ---------------------------------------------------------------
 
     def encode(self, tokens: Tensor, condition: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """mu, sigma [B, noise_size] (for `latent` the last dim is c with fixed sigma)."""
+        """mu, sigma [B, z_size] (for `latent` the last dim is c with fixed sigma)."""
         tokens = self._check_tokens(tokens)
         needed = self.cfg.conditioning in ("encoder", "latent")
         condition = self._check_condition(condition, tokens.shape[0], needed)
@@ -324,11 +324,11 @@ class MusicVAE(nn.Module):
         return self.encoder(x, condition)
 
     def decoder_code(self, z: Tensor, condition: Tensor | None = None) -> Tensor:
-        """z [B, noise_size] -> the code the decoder is fed [B, decoder_latent_size]."""
+        """z [B, z_size] -> the code the decoder is fed [B, decoder_code_size]."""
         cfg = self.cfg
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != cfg.noise_size:
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != cfg.z_size:
             raise ValueError(
-                f"z must be a tensor of shape [B, noise_size={cfg.noise_size}]; got {_describe(z)}"
+                f"z must be a tensor of shape [B, z_size={cfg.z_size}]; got {_describe(z)}"
             )
         condition = self._check_condition(condition, z.shape[0], cfg.conditioning == "decoder")
         h = self.z_embedding(z) if cfg.wiring == "original" else z
@@ -349,7 +349,9 @@ class MusicVAE(nn.Module):
     ) -> dict[str, Tensor]:
         """Encode, reparameterise, decode with teacher forcing or scheduled sampling.
 
-        `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
+        Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
+        scheduled sampling with probability `sampling_probability` (the Flax model's
+        rule). `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         """
         cfg = self.cfg
         tokens = self._check_tokens(tokens)
@@ -360,9 +362,7 @@ class MusicVAE(nn.Module):
         if eps is None:
             z = mu
         else:
-            eps = _check_float(
-                "eps", eps, (B, cfg.noise_size), f"[B={B}, noise_size={cfg.noise_size}]"
-            )
+            eps = _check_float("eps", eps, (B, cfg.z_size), f"[B={B}, z_size={cfg.z_size}]")
             z = mu + sigma * eps.to(mu.dtype)
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
@@ -372,14 +372,16 @@ class MusicVAE(nn.Module):
         p = float(sampling_probability)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"sampling_probability must be in [0, 1]; got {p}")
-        if p == 0.0:
+        if choose_noise is None and gumbel is None:
+            if p > 0.0:
+                raise ValueError(
+                    "choose_noise [B, T] and gumbel [B, T, D] are required when "
+                    "sampling_probability > 0"
+                )
             result["logits"] = self.decoder.teacher_forced(tokens, z_dec, token_keep)
             return result
         if choose_noise is None or gumbel is None:
-            raise ValueError(
-                "choose_noise [B, T] and gumbel [B, T, D] are required when "
-                "sampling_probability > 0"
-            )
+            raise ValueError("scheduled sampling needs both choose_noise and gumbel")
         choose_noise = _check_float("choose_noise", choose_noise, (B, T), f"[B={B}, T={T}]")
         gumbel = _check_float("gumbel", gumbel, (B, T, D), f"[B={B}, T={T}, D={D}]")
         if temperature <= 0:
@@ -398,7 +400,7 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         gumbel: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Free-running decode of z [B, noise_size]: argmax, or Gumbel-max when gumbel is given."""
+        """Free-running decode of z [B, z_size]: argmax, or Gumbel-max when gumbel is given."""
         cfg = self.cfg
         z_dec = self.decoder_code(z, condition)
         B, T, D = z.shape[0], cfg.sequence_length, cfg.input_depth

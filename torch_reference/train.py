@@ -62,10 +62,10 @@ def sample_noise(
     scheduled: bool = True,
     token_dropout: float = 0.0,
 ) -> dict[str, Tensor | None]:
-    """eps ~ N(0, I) [B, noise_size]; choose_noise ~ U[0, 1) [B, T]; gumbel [B, T, D];
+    """eps ~ N(0, I) [B, z_size]; choose_noise ~ U[0, 1) [B, T]; gumbel [B, T, D];
     token_keep [B, T] (1 keep, 0 drop with probability token_dropout)."""
     T, D = cfg.sequence_length, cfg.input_depth
-    eps = torch.randn(batch_size, cfg.noise_size, generator=generator)
+    eps = torch.randn(batch_size, cfg.z_size, generator=generator)
     noise: dict[str, Tensor | None] = {"eps": eps, "choose_noise": None, "gumbel": None}
     if scheduled:
         noise["choose_noise"] = torch.rand(batch_size, T, generator=generator)

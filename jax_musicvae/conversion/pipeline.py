@@ -378,7 +378,7 @@ def probe_batch(config: ModelConfig) -> dict[str, np.ndarray | None]:
         "condition": rng.uniform(size=PROBE_BATCH).astype(np.float32)
         if config.uses_condition
         else None,
-        "eps": rng.standard_normal((PROBE_BATCH, config.noise_size)).astype(np.float32),
+        "eps": rng.standard_normal((PROBE_BATCH, config.z_size)).astype(np.float32),
     }
 
 

@@ -424,6 +424,90 @@ def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
         os.replace(tmp, out)
 
 
+_SplitRows = dict[str, list[tuple[int, np.ndarray, np.ndarray, float]]]
+
+
+def _with_danceability(
+    settings: BuildSettings, spec: Any, good: list[tuple[SongInfo, FileResult]]
+) -> tuple[list[tuple[SongInfo, FileResult, float]], dict[str, int]]:
+    """Each parsed song with its danceability in [0, 1] (missing ones dropped or filled
+    as `settings.missing` says) and the counts of missing, dropped and filled songs."""
+    values = _danceability(spec, [s for s, _ in good], {s.song_id: r.rhythm for s, r in good})
+    counts = {"danceability_missing": 0, "danceability_dropped": 0, "danceability_filled": 0}
+    kept: list[tuple[SongInfo, FileResult, float]] = []
+    for song, result in good:
+        value = values.get(song.song_id)
+        if value is None or (spec not in (None, "none") and math.isnan(value)):
+            counts["danceability_missing"] += 1
+            if settings.missing == "drop":
+                counts["danceability_dropped"] += 1
+                continue
+            value = float(settings.missing[5:])
+            counts["danceability_filled"] += 1
+        kept.append((song, result, float(np.clip(value, 0.0, 1.0))))
+    return kept, counts
+
+
+def _split_windows(
+    kept: list[tuple[SongInfo, FileResult, float]], settings: BuildSettings, rep: Any
+) -> tuple[_SplitRows, list[dict[str, Any]], dict[str, dict[str, int]]]:
+    """Songs assigned to splits, their windows capped (and transposed in train); the
+    songs.jsonl rows; songs and windows per meter."""
+    split_names = split_songs([s.song_id for s, _, _ in kept], settings.split, settings.seed)
+    per_split: _SplitRows = {n: [] for n in SPLITS}
+    song_rows = []
+    by_meter: dict[str, dict[str, int]] = {}
+    for index, ((song, result, value), split) in enumerate(zip(kept, split_names, strict=True)):
+        rng = np.random.default_rng([settings.seed, _song_key(settings.seed, song.song_id)])
+        wins = windows.cap_windows(result.windows, settings.max_windows_per_song, rng)
+        shifts = settings.transpose if split == "train" else ()
+        wins, amounts = windows.transpose_windows(wins, rep, shifts)
+        per_split[split].append((index, wins, amounts, value))
+        row = dataclasses.asdict(song)
+        row.update(
+            index=index,
+            danceability=None if math.isnan(value) else value,
+            split=split,
+            windows=len(wins),
+            meter=result.meter,
+        )
+        song_rows.append(row)
+        entry = by_meter.setdefault(str(result.meter), {"songs": 0, "windows": 0})
+        entry["songs"] += 1
+        entry["windows"] += len(wins)
+    return per_split, song_rows, dict(sorted(by_meter.items()))
+
+
+def _write_splits(
+    folder: Path, per_split: _SplitRows, rep: Any, grid: Any, length: int, digest: Any
+) -> dict[str, dict[str, Any]]:
+    """Each split's arrays into `folder`/<split>/; songs and windows per split."""
+    counts: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        rows = per_split[split]
+        (folder / split).mkdir()
+        tokens = np.concatenate([w for _, w, _, _ in rows] or [np.zeros((0, length))])
+        song_ix = np.concatenate([np.full(len(w), i, np.int32) for i, w, _, _ in rows] or [[]])
+        cond = np.concatenate([np.full(len(w), v, np.float32) for _, w, _, v in rows] or [[]])
+        shift = np.concatenate([a for _, _, a, _ in rows] or [[]])
+        _write_array(folder / split / "tokens.npy", tokens.astype(np.uint8), digest)
+        _write_array(folder / split / "song.npy", song_ix.astype(np.int32), digest)
+        _write_array(folder / split / "condition.npy", cond.astype(np.float32), digest)
+        _write_array(folder / split / "transpose.npy", shift.astype(np.int8), digest)
+        window_value = window_danceability_estimates(tokens, rep, grid)
+        _write_array(folder / split / WINDOW_DANCEABILITY_FILE, window_value, digest)
+        counts[split] = {"songs": len(rows), "windows": int(len(tokens))}
+        labelled = ~np.isnan(cond)
+        if labelled.sum() > 1:
+            # What a model conditioned on the song's value can reach when it is
+            # scored against each window's own rhythm (docs/danceability-control.md).
+            rho = spearman(cond[labelled], window_value[labelled])
+            counts[split]["song_vs_window_danceability_spearman"] = (
+                None if math.isnan(rho) else round(rho, 4)
+            )
+    return counts
+
+
 def build_dataset(
     source: str,
     out: str | Path,
@@ -440,10 +524,13 @@ def build_dataset(
 ) -> BuildResult:
     """Build the dataset of SOURCE into `out` (see the module docstring for the layout).
 
-    `danceability_source` overrides `settings.danceability` (an object with
-    `values(songs, rhythms)`); `songs` overrides discovery. Raises BuildError
-    when nothing usable came out. `on_files_done` runs after the per-file work
-    and before writing (tests use it to simulate an interrupt there).
+    Phases: discover the songs, turn each file into windows (cached, in parallel),
+    attach danceability, split by song, then write everything into a temporary
+    folder that replaces `out` only when complete. `danceability_source` overrides
+    `settings.danceability` (an object with `values(songs, rhythms)`); `songs`
+    overrides discovery. Raises BuildError when nothing usable came out.
+    `on_files_done` runs after the per-file work and before writing (tests use it
+    to simulate an interrupt there).
     """
     start = time.perf_counter()
     out = Path(out)
@@ -479,77 +566,22 @@ def build_dataset(
     spec = danceability_source or settings.danceability
     if spec is None and source.startswith("corpus:"):
         spec = "labels"
-    values = _danceability(spec, [s for s, _ in good], {s.song_id: r.rhythm for s, r in good})
-    missing = dropped = filled = 0
-    kept: list[tuple[SongInfo, FileResult, float]] = []
-    for song, result in good:
-        value = values.get(song.song_id)
-        if value is None or (spec not in (None, "none") and math.isnan(value)):
-            missing += 1
-            if settings.missing == "drop":
-                dropped += 1
-                continue
-            value, filled = float(settings.missing[5:]), filled + 1
-        kept.append((song, result, float(np.clip(value, 0.0, 1.0))))
+    kept, danceability_counts = _with_danceability(settings, spec, good)
     if not kept:
         raise BuildError(
             f"{source}: nothing usable: {len(skipped)} of {len(songs)} files skipped, "
-            f"{dropped} songs dropped for lack of danceability"
+            f"{danceability_counts['danceability_dropped']} songs dropped for lack of "
+            f"danceability"
         )
-
-    split_names = split_songs([s.song_id for s, _, _ in kept], settings.split, settings.seed)
-    per_split: dict[str, list[tuple[int, np.ndarray, np.ndarray, float]]] = {n: [] for n in SPLITS}
-    song_rows = []
-    for index, ((song, result, value), split) in enumerate(zip(kept, split_names, strict=True)):
-        rng = np.random.default_rng([settings.seed, _song_key(settings.seed, song.song_id)])
-        wins = windows.cap_windows(result.windows, settings.max_windows_per_song, rng)
-        shifts = settings.transpose if split == "train" else ()
-        wins, amounts = windows.transpose_windows(wins, rep, shifts)
-        per_split[split].append((index, wins, amounts, value))
-        row = dataclasses.asdict(song)
-        row.update(
-            index=index,
-            danceability=None if math.isnan(value) else value,
-            split=split,
-            windows=len(wins),
-        )
-        song_rows.append(row)
+    per_split, song_rows, by_meter = _split_windows(kept, settings, rep)
 
     grid = settings.grid
     length = settings.num_bars * grid.steps_per_bar
-    by_meter: dict[str, dict[str, int]] = {}
-    for (_, result, _), row in zip(kept, song_rows, strict=True):
-        row["meter"] = result.meter
-        entry = by_meter.setdefault(str(result.meter), {"songs": 0, "windows": 0})
-        entry["songs"] += 1
-        entry["windows"] += row["windows"]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         digest = hashlib.sha256()
-        counts: dict[str, dict[str, int]] = {}
-        for split in SPLITS:
-            rows = per_split[split]
-            (tmp / split).mkdir()
-            tokens = np.concatenate([w for _, w, _, _ in rows] or [np.zeros((0, length))])
-            song_ix = np.concatenate([np.full(len(w), i, np.int32) for i, w, _, _ in rows] or [[]])
-            cond = np.concatenate([np.full(len(w), v, np.float32) for _, w, _, v in rows] or [[]])
-            shift = np.concatenate([a for _, _, a, _ in rows] or [[]])
-            _write_array(tmp / split / "tokens.npy", tokens.astype(np.uint8), digest)
-            _write_array(tmp / split / "song.npy", song_ix.astype(np.int32), digest)
-            _write_array(tmp / split / "condition.npy", cond.astype(np.float32), digest)
-            _write_array(tmp / split / "transpose.npy", shift.astype(np.int8), digest)
-            window_value = window_danceability_estimates(tokens, rep, grid)
-            _write_array(tmp / split / WINDOW_DANCEABILITY_FILE, window_value, digest)
-            counts[split] = {"songs": len(rows), "windows": int(len(tokens))}
-            labelled = ~np.isnan(cond)
-            if labelled.sum() > 1:
-                # What a model conditioned on the song's value can reach when it is
-                # scored against each window's own rhythm (docs/danceability-control.md).
-                rho = spearman(cond[labelled], window_value[labelled])
-                counts[split]["song_vs_window_danceability_spearman"] = (
-                    None if math.isnan(rho) else round(rho, 4)
-                )
+        counts = _write_splits(tmp, per_split, rep, grid, length, digest)
         songs_text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in song_rows)
         (tmp / "songs.jsonl").write_text(songs_text)
         digest.update(songs_text.encode())
@@ -575,11 +607,9 @@ def build_dataset(
                 "skipped": len(skipped),
                 "songs": len(kept),
                 "windows": sum(c["windows"] for c in counts.values()),
-                "danceability_missing": missing,
-                "danceability_dropped": dropped,
-                "danceability_filled": filled,
+                **danceability_counts,
                 "splits": counts,
-                "meters": dict(sorted(by_meter.items())),
+                "meters": by_meter,
             },
             "skipped": skipped,
             "dropped_sections": dict(sorted(partly_dropped.items())),

@@ -162,7 +162,7 @@ class Playground:
                 "name": model.experiment.name,
                 "cell": config.cell,
                 "conditioning": config.conditioning,
-                "latent_size": config.noise_size,
+                "latent_size": config.z_size,
                 "bars": config.num_bars,
                 "representation": self.rep.name,
             },
@@ -214,7 +214,7 @@ class Playground:
         self, z: list[list[float]], temperature: float, seed: int, danceability: float | None
     ) -> dict[str, Any]:
         codes = np.asarray(z, np.float32)
-        size = self.model.config.noise_size
+        size = self.model.config.z_size
         if codes.ndim != 2 or codes.shape[1] != size or not 1 <= len(codes) <= MAX_CODES:
             raise PlaygroundError(f"z: give 1 to {MAX_CODES} codes of {size} numbers each")
         if not np.isfinite(codes).all():
