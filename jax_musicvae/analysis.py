@@ -31,6 +31,7 @@ from jax_musicvae.atomic import atomic_write
 from jax_musicvae.attributes import window_danceability
 from jax_musicvae.config import check_positive
 from jax_musicvae.control import control_measures, edit_keeps, rhythm_estimates
+from jax_musicvae.data.dance_classifier import DanceClassifier, fit_dance_classifier
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
 from jax_musicvae.data.source import WindowSource, dataset_mismatch, most_frequent_token
@@ -99,6 +100,7 @@ def _control(
     values: tuple[float, ...],
     bounds: ValidityBounds,
     pictures: Path | None = None,
+    classifier: DanceClassifier | None = None,
 ) -> dict[str, Any]:
     """`control.control_measures` of generated and edited melodies, and what edits keep.
 
@@ -116,7 +118,9 @@ def _control(
     except GenerationError as error:  # encoder, or none without an attribute vector
         logger.info("%s: no generated control: %s", model.label, error)
     else:
-        generated = control_measures(values, tokens, rep, bounds, settings.seed, model.grid)
+        generated = control_measures(
+            values, tokens, rep, bounds, settings.seed, model.grid, classifier
+        )
         curves["generated"] = generated["curve"]
     try:
         outputs = [
@@ -127,7 +131,9 @@ def _control(
         logger.info("%s: no edit control: %s", model.label, error)
     else:
         outputs = np.stack(outputs)
-        edited = control_measures(values, outputs, rep, bounds, settings.seed, model.grid)
+        edited = control_measures(
+            values, outputs, rep, bounds, settings.seed, model.grid, classifier
+        )
         source = rhythm_estimates(windows, rep, model.grid)["full"]
         keeps = edit_keeps(values, source, windows, outputs)
         curves["edited"] = edited["curve"]
@@ -274,8 +280,10 @@ def analyze_model(
     data: str | Path,
     settings: AnalysisSettings,
     pictures: Path | None = None,
+    classifier: DanceClassifier | None = None,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """(results, mu [N, head_size], danceability [N]) of one model on one split."""
+    """(results, mu [N, head_size], danceability [N]) of one model on one split;
+    `classifier` adds the dance-vs-air estimator to the control measures."""
     windows, danceability = held_out_windows(model, data, settings)
     quality = reconstruction_quality(model, data, windows, danceability, settings, pictures)
     mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.head_size]
@@ -289,7 +297,9 @@ def analyze_model(
         "attribute_loss": model.experiment.loss.attribute_loss,
         **quality,
         "values": list(values),
-        **_control(model, settings, windows[: settings.edit_windows], values, bounds, pictures),
+        **_control(
+            model, settings, windows[: settings.edit_windows], values, bounds, pictures, classifier
+        ),
     }
     return results, mu, danceability
 
@@ -333,8 +343,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         "",
         "| model | kind | ρ [95% interval] | traversal R² | calibration error | "
         "spread at one request | valid | distinct outputs | weakest held-out ρ | "
-        "mean pitch kept | pitch classes kept | keeps (change ≤ 0.3) |",
-        "|" + "---|" * 12,
+        "dance-vs-air ρ | mean pitch kept | pitch classes kept | keeps (change ≤ 0.3) |",
+        "|" + "---|" * 13,
     ]
     for r in results:
         for kind in ("generated", "edited"):
@@ -348,7 +358,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
                 f"[{_cell(m['rho_low'])}, {_cell(m['rho_high'])}] | {m['linearity']:.3f} | "
                 f"{m['calibration_error']:.3f} | {m['consistency_std']:.3f} | "
                 f"{m['validity']:.3f} | {m['diversity']:.3f} | "
-                f"{_cell(m['held_out_rho_min'])} | {_cell(kept['mean_pitch'], False)} | "
+                f"{_cell(m['held_out_rho_min'])} | {_cell(m.get('classifier_rho'), False)} | "
+                f"{_cell(kept['mean_pitch'], False)} | "
                 f"{_cell(kept['pitch_classes'], False)} | {_cell(keeps, False)} |"
             )
     return "\n".join(lines) + "\n"
@@ -424,15 +435,26 @@ def analyze(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results, mus, colours = [], [], []
+    fitted = fit_dance_classifier(data, settings.seed)
     for index, checkpoint in enumerate(checkpoints):
         model = TrainedModel.load(checkpoint, batch_size=batch_size)
         result, mu, danceability = analyze_model(
-            model, data, settings, pictures=out / f"model{index}"
+            model,
+            data,
+            settings,
+            pictures=out / f"model{index}",
+            classifier=fitted.classifier if fitted else None,
         )
         results.append(result)
         mus.append(mu)
         colours.append(danceability)
     table = markdown_table(results)
+    if fitted:
+        table += (
+            f"\nDance-vs-air classifier (`data.dance_classifier`): fitted on "
+            f"{fitted.training_windows} labelled training windows, validation ROC AUC "
+            f"{fitted.validation_auc:.3f} on {fitted.validation_windows} windows.\n"
+        )
     paths = {
         "table": out / "results.md",
         "json": out / "results.json",
@@ -443,7 +465,18 @@ def analyze(
     atomic_write(
         paths["json"],
         json.dumps(
-            {"data": str(data), "settings": dataclasses.asdict(settings), "models": results},
+            {
+                "data": str(data),
+                "settings": dataclasses.asdict(settings),
+                "dance_classifier": {
+                    "training_windows": fitted.training_windows,
+                    "validation_windows": fitted.validation_windows,
+                    "validation_auc": fitted.validation_auc,
+                }
+                if fitted
+                else None,
+                "models": results,
+            },
             indent=1,
         ),
     )

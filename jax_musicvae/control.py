@@ -17,7 +17,9 @@ is built so that a model cannot score well by gaming the rhythm estimate
   request: a fixed pattern per value would score rho = 1 and must fail here);
 - held-out estimators: rho under every leave-one-feature-out variant of the
   rhythm estimate (the weakest is reported), so control that rests on one
-  feature (e.g. note density alone) shows.
+  feature (e.g. note density alone) shows; and rho against P(dance) of a
+  dance-vs-air classifier fitted on the corpus's labelled windows
+  (`data.dance_classifier`), which no model trains on.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from jax_musicvae.data.dance_classifier import DanceClassifier
 from jax_musicvae.data.melody_stats import ValidityBounds
 from jax_musicvae.data.meters import DEFAULT_GRID, Grid
 from jax_musicvae.data.representations import Representation
@@ -156,8 +159,10 @@ def control_measures(
     bounds: ValidityBounds,
     seed: int = 0,
     grid: Grid = DEFAULT_GRID,
+    classifier: DanceClassifier | None = None,
 ) -> dict[str, Any]:
-    """Every measure of the module docstring for outputs tokens [V, N, T] of V requests."""
+    """Every measure of the module docstring for outputs tokens [V, N, T] of V requests
+    (`classifier_rho` is None without a classifier)."""
     requested = np.asarray(requested, np.float64)
     values, count = tokens.shape[:2]
     flat = tokens.reshape(values * count, -1)
@@ -170,6 +175,10 @@ def control_measures(
         if name != "full"
     }
     finite_held_out = [v for v in held_out.values() if v is not None]
+    classifier_rho = None
+    if classifier is not None:
+        dance = classifier.probability(flat).reshape(values, count)
+        classifier_rho = _finite(_pooled_rho(requested, dance))
     return {
         "rho": _finite(_pooled_rho(requested, measured)),
         "rho_low": low,
@@ -183,6 +192,7 @@ def control_measures(
         "restrictiveness": restrictiveness(tokens, rep),
         "held_out_rho": held_out,
         "held_out_rho_min": min(finite_held_out) if finite_held_out else None,
+        "classifier_rho": classifier_rho,
     }
 
 

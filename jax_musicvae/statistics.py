@@ -27,6 +27,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return float(rx @ ry / denominator) if denominator > 0 else math.nan
 
 
+def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U)."""
+    positive, negative = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if not len(positive) or not len(negative):
+        return math.nan
+    r = ranks(np.concatenate([positive, negative]))
+    n_pos, n_neg = len(positive), len(negative)
+    return float((r[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
 def attribute_quantiles(values: np.ndarray, knots: int = 101) -> tuple[float, ...]:
     """The empirical distribution of an attribute, frozen as `knots` evenly spaced quantiles."""
     values = np.asarray(values, np.float64)

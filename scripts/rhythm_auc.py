@@ -32,26 +32,11 @@ from jax_musicvae.data.dataset import default_cache_dir
 from jax_musicvae.data.meters import GRIDS
 from jax_musicvae.data.midi_io import MidiError, parse_midi
 from jax_musicvae.data.rhythm import WEIGHTS, estimate_danceability, rhythm_features
+from jax_musicvae.statistics import roc_auc
 
 DANCES = {label for label, value in LABEL_DANCEABILITY.items() if value >= 0.7}
 AIRS_AND_CHORALES = {"air", "lament", "chorale"}
 SLOW_OR_SUNG = {label for label, value in LABEL_DANCEABILITY.items() if value <= 0.35}
-
-
-def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U)."""
-    scores = np.concatenate([positive, negative])
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # Average ranks (1-based) over runs of equal scores.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], len(scores)]
-    for s, e in zip(starts, ends, strict=True):
-        ranks[order[s:e]] = (s + 1 + e) / 2.0
-    n_pos, n_neg = len(positive), len(negative)
-    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 def main() -> None:
