@@ -171,11 +171,14 @@ class LossConfig:
     # |tanh(scale (z_r,i - z_r,j)) - sign(t_i - t_j)|. `attribute_decorrelation`
     # adds weight * sum over the other dimensions of corr(z_k, t)^2 in the batch (over
     # all of z with attribute_loss 'none', for models that are given c instead).
+    # `attribute_independence` adds weight * the normalised HSIC (a kernel measure
+    # of any dependence, not only linear) between t and those same dimensions.
     attribute_loss: AttributeLoss = "none"
     attribute_weight: float = 1.0
     attribute_sign_scale: float = 10.0
     attribute_dimension: int = 0
     attribute_decorrelation: float = 0.0
+    attribute_independence: float = 0.0
     attribute_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -184,8 +187,13 @@ class LossConfig:
         object.__setattr__(
             self, "attribute_quantiles", tuple(float(q) for q in self.attribute_quantiles)
         )
-        if self.attribute_weight < 0 or self.attribute_decorrelation < 0:
-            raise ConfigError("attribute_weight and attribute_decorrelation must be >= 0")
+        if (
+            min(self.attribute_weight, self.attribute_decorrelation, self.attribute_independence)
+            < 0
+        ):
+            raise ConfigError(
+                "attribute_weight, attribute_decorrelation and attribute_independence must be >= 0"
+            )
         if self.attribute_sign_scale <= 0:
             raise ConfigError("attribute_sign_scale must be > 0")
         if self.attribute_dimension < 0:
@@ -209,7 +217,11 @@ class LossConfig:
     @property
     def uses_attribute(self) -> bool:
         """Whether training needs the Gaussianised danceability of each window."""
-        return self.attribute_loss != "none" or self.attribute_decorrelation > 0
+        return (
+            self.attribute_loss != "none"
+            or self.attribute_decorrelation > 0
+            or self.attribute_independence > 0
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,8 +36,31 @@ def kl_divergence(mu: jax.Array, sigma: jax.Array) -> jax.Array:
     return 0.5 * jnp.sum(jnp.square(sigma) + jnp.square(mu) - 1.0 - 2.0 * jnp.log(sigma), -1)
 
 
+def normalised_hsic(x: jax.Array, t: jax.Array) -> jax.Array:
+    """HSIC(x, t) / sqrt(HSIC(x, x) HSIC(t, t)) with Gaussian kernels, x [B, n], t [B].
+
+    0 when the batch shows no dependence of any kind, 1 for identical kernels. Each
+    kernel's bandwidth is its mean pairwise squared distance (held constant in the
+    gradient).
+    """
+
+    def centred_kernel(distances: jax.Array) -> jax.Array:
+        kernel = jnp.exp(-distances / (jax.lax.stop_gradient(jnp.mean(distances)) + 1e-8))
+        return (
+            kernel
+            - jnp.mean(kernel, axis=0, keepdims=True)
+            - jnp.mean(kernel, axis=1, keepdims=True)
+            + jnp.mean(kernel)
+        )
+
+    kx = centred_kernel(jnp.sum(jnp.square(x[:, None, :] - x[None, :, :]), axis=-1))
+    kt = centred_kernel(jnp.square(t[:, None] - t[None, :]))
+    return jnp.sum(kx * kt) / jnp.sqrt(jnp.sum(kx * kx) * jnp.sum(kt * kt) + 1e-8)
+
+
 def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[str, jax.Array]:
-    """The attribute regulariser of z's dimension r and the decorrelation of the others.
+    """The attribute regulariser of z's dimension r; the decorrelation of the others from
+    the target and their kernel dependence on it (`normalised_hsic`).
 
     z [B, n] (the encoded dimensions), target [B] (the Gaussianised attribute).
     """
@@ -51,6 +74,7 @@ def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[s
         regulariser = jnp.mean(jnp.abs(z_r - target))
     # Without a regularised dimension (c given to the model instead), decorrelate all of z.
     others = z if loss.attribute_loss == "none" else jnp.concatenate([z[:, :r], z[:, r + 1 :]], -1)
+    independence = normalised_hsic(others, target)
     others = others - jnp.mean(others, axis=0)
     centred = target - jnp.mean(target)
     covariance = centred @ others
@@ -59,6 +83,7 @@ def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[s
     return {
         "attribute_regulariser": regulariser,
         "attribute_decorrelation": jnp.sum(correlation_sq),
+        "attribute_independence": independence,
         "attribute_correlation": jnp.sum(centred * (z_r - jnp.mean(z_r)))
         / jnp.sqrt(jnp.sum(jnp.square(centred)) * jnp.sum(jnp.square(z_r - jnp.mean(z_r))) + 1e-8),
     }
@@ -93,6 +118,7 @@ def elbo_loss(
         if loss.attribute_loss != "none":
             total = total + loss.attribute_weight * extra["attribute_regulariser"]
         total = total + loss.attribute_decorrelation * extra["attribute_decorrelation"]
+        total = total + loss.attribute_independence * extra["attribute_independence"]
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,

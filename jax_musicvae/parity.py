@@ -175,6 +175,7 @@ LOSS_VARIANTS = {
         free_bits=1.0, attribute_loss="regression", attribute_weight=2.0, attribute_dimension=1
     ),
     "decorrelation": LossConfig(free_bits=1.0, attribute_decorrelation=0.5),
+    "independence": LossConfig(free_bits=1.0, attribute_independence=0.5),
     # The gradient check's objective: the ELBO plus every attribute term.
     "attribute-sign": LossConfig(
         free_bits=1.0,
@@ -184,10 +185,11 @@ LOSS_VARIANTS = {
         attribute_weight=2.0,
         attribute_sign_scale=0.5,  # unsaturated tanh: the term and its gradient are not ~0
         attribute_decorrelation=0.5,
+        attribute_independence=0.5,
     ),
 }
 GRADIENT_LOSS = "attribute-sign"
-ATTRIBUTE_METRICS = ("attribute_regulariser", "attribute_decorrelation")
+ATTRIBUTE_METRICS = ("attribute_regulariser", "attribute_decorrelation", "attribute_independence")
 BETA_STEP = 50
 
 
@@ -420,6 +422,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         beta_rate=0.9,
         attribute_loss="regression",
         attribute_decorrelation=0.5,
+        attribute_independence=0.5,
     )
     optim_cfg = OptimConfig(learning_rate=3e-3, decay_rate=0.95, clip_norm=5.0)
     sampling_cfg = SamplingConfig(token_dropout=0.25)

@@ -102,19 +102,26 @@ def _reference_terms(z: np.ndarray, t: np.ndarray, r: int | None, scale: float) 
     regularised dimension, every dimension decorrelated)."""
     m = len(t)
     decorrelation = sum(np.corrcoef(z[:, k], t)[0, 1] ** 2 for k in range(z.shape[1]) if k != r)
-    r = 0 if r is None else r
+    rr = 0 if r is None else r
     sign = np.mean(
         [
-            abs(np.tanh(scale * (z[i, r] - z[j, r])) - np.sign(t[i] - t[j]))
+            abs(np.tanh(scale * (z[i, rr] - z[j, rr])) - np.sign(t[i] - t[j]))
             for i in range(m)
             for j in range(m)
         ]
     )
+    others = z if r is None else np.delete(z, r, axis=1)
+    dx = np.array([[np.sum((a - b) ** 2) for b in others] for a in others])
+    dt = np.array([[(a - b) ** 2 for b in t] for a in t])
+    k, l_ = np.exp(-dx / dx.mean()), np.exp(-dt / dt.mean())
+    h = np.eye(m) - 1.0 / m
+    hsic = np.trace(k @ h @ l_ @ h) / np.sqrt(np.trace(k @ h @ k @ h) * np.trace(l_ @ h @ l_ @ h))
     return {
-        "regression": float(np.mean(np.abs(z[:, r] - t))),
+        "independence": float(hsic),
+        "regression": float(np.mean(np.abs(z[:, rr] - t))),
         "sign": float(sign),
         "decorrelation": float(decorrelation),
-        "correlation": float(np.corrcoef(z[:, r], t)[0, 1]),
+        "correlation": float(np.corrcoef(z[:, rr], t)[0, 1]),
     }
 
 
@@ -143,6 +150,23 @@ def test_attribute_terms_match_their_formulas_in_both_frameworks(kind):
         assert float(terms["attribute_correlation"]) == pytest.approx(
             expected["correlation"], rel=1e-4
         )
+        assert float(terms["attribute_independence"]) == pytest.approx(
+            expected["independence"], rel=1e-4
+        )
+
+
+def test_the_independence_term_sees_dependence_that_correlation_misses():
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(64, 4)).astype(np.float32)
+    loss = LossConfig(attribute_loss="regression", attribute_independence=1.0)
+    independent = attribute_terms(jnp.asarray(z), jnp.asarray(rng.normal(size=64)), loss)
+    # t depends on dimension 1 through its square: no correlation, strong dependence.
+    squared = z[:, 1] ** 2 - 1.0
+    dependent = attribute_terms(jnp.asarray(z), jnp.asarray(squared), loss)
+    assert float(dependent["attribute_decorrelation"]) < 0.1
+    assert float(dependent["attribute_independence"]) > 3 * float(
+        independent["attribute_independence"]
+    )
 
 
 # ------------------------------------------------- window-level danceability

@@ -36,8 +36,26 @@ def _bernoulli_terms(logits: Tensor, tokens: Tensor, target_smoothing: float) ->
     return -(y * log_p + (1.0 - y) * log_1mp)
 
 
+def normalised_hsic(x: Tensor, t: Tensor) -> Tensor:
+    """HSIC(x, t) / sqrt(HSIC(x, x) HSIC(t, t)) with Gaussian kernels, x [B, n], t [B];
+    each bandwidth is the mean pairwise squared distance, detached (as the Flax loss)."""
+
+    def centred_kernel(distances: Tensor) -> Tensor:
+        kernel = torch.exp(-distances / (distances.mean().detach() + 1e-8))
+        return (
+            kernel
+            - kernel.mean(dim=0, keepdim=True)
+            - kernel.mean(dim=1, keepdim=True)
+            + kernel.mean()
+        )
+
+    kx = centred_kernel((x[:, None, :] - x[None, :, :]).square().sum(dim=-1))
+    kt = centred_kernel((t[:, None] - t[None, :]).square())
+    return (kx * kt).sum() / torch.sqrt((kx * kx).sum() * (kt * kt).sum() + 1e-8)
+
+
 def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Tensor]:
-    """Attribute regulariser of z[:, r] and decorrelation of the other dimensions.
+    """Attribute regulariser of z[:, r]; decorrelation and kernel independence of the others.
 
     z [B, n] (encoded dimensions), target [B] (the Gaussianised attribute); the
     formulas are those of LossConfig's docstring.
@@ -52,6 +70,7 @@ def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Ten
         regulariser = (z_r - target).abs().mean()
     # Without a regularised dimension (c given to the model instead), decorrelate all of z.
     others = z if cfg.attribute_loss == "none" else torch.cat([z[:, :r], z[:, r + 1 :]], dim=-1)
+    independence = normalised_hsic(others, target)
     others = others - others.mean(dim=0)
     centred = target - target.mean()
     variance = others.square().sum(dim=0) * centred.square().sum()
@@ -63,6 +82,7 @@ def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Ten
     return {
         "attribute_regulariser": regulariser,
         "attribute_decorrelation": decorrelation,
+        "attribute_independence": independence,
         "attribute_correlation": correlation.detach(),
     }
 
@@ -119,6 +139,7 @@ def elbo_loss(
         if loss_config.attribute_loss != "none":
             loss = loss + loss_config.attribute_weight * extra["attribute_regulariser"]
         loss = loss + loss_config.attribute_decorrelation * extra["attribute_decorrelation"]
+        loss = loss + loss_config.attribute_independence * extra["attribute_independence"]
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)
