@@ -109,6 +109,8 @@ def labelled_windows(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.n
 
 @dataclasses.dataclass(frozen=True)
 class FittedClassifier:
+    """A classifier with the number of windows it was fitted and checked on."""
+
     classifier: DanceClassifier
     training_windows: int
     validation_windows: int
