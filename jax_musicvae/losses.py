@@ -74,7 +74,9 @@ def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[s
         regulariser = jnp.mean(jnp.abs(z_r - target))
     # Without a regularised dimension (c given to the model instead), decorrelate all of z.
     others = z if loss.attribute_loss == "none" else jnp.concatenate([z[:, :r], z[:, r + 1 :]], -1)
-    independence = normalised_hsic(others, target)
+    terms = {}
+    if loss.attribute_independence > 0:  # the kernels cost B^2 n: only when used
+        terms["attribute_independence"] = normalised_hsic(others, target)
     others = others - jnp.mean(others, axis=0)
     centred = target - jnp.mean(target)
     covariance = centred @ others
@@ -83,7 +85,7 @@ def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[s
     return {
         "attribute_regulariser": regulariser,
         "attribute_decorrelation": jnp.sum(correlation_sq),
-        "attribute_independence": independence,
+        **terms,
         "attribute_correlation": jnp.sum(centred * (z_r - jnp.mean(z_r)))
         / jnp.sqrt(jnp.sum(jnp.square(centred)) * jnp.sum(jnp.square(z_r - jnp.mean(z_r))) + 1e-8),
     }
@@ -118,7 +120,8 @@ def elbo_loss(
         if loss.attribute_loss != "none":
             total = total + loss.attribute_weight * extra["attribute_regulariser"]
         total = total + loss.attribute_decorrelation * extra["attribute_decorrelation"]
-        total = total + loss.attribute_independence * extra["attribute_independence"]
+        if loss.attribute_independence > 0:
+            total = total + loss.attribute_independence * extra["attribute_independence"]
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,

@@ -136,6 +136,7 @@ def test_attribute_terms_match_their_formulas_in_both_frameworks(kind):
         attribute_dimension=r or 0,
         attribute_sign_scale=2.0,
         attribute_decorrelation=1.0,
+        attribute_independence=1.0,
     )
     expected = _reference_terms(z.astype(np.float64), t.astype(np.float64), r, 2.0)
     flax = attribute_terms(jnp.asarray(z), jnp.asarray(t), loss)

@@ -70,7 +70,9 @@ def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Ten
         regulariser = (z_r - target).abs().mean()
     # Without a regularised dimension (c given to the model instead), decorrelate all of z.
     others = z if cfg.attribute_loss == "none" else torch.cat([z[:, :r], z[:, r + 1 :]], dim=-1)
-    independence = normalised_hsic(others, target)
+    terms = {}
+    if cfg.attribute_independence > 0:  # the kernels cost B^2 n: only when used
+        terms["attribute_independence"] = normalised_hsic(others, target)
     others = others - others.mean(dim=0)
     centred = target - target.mean()
     variance = others.square().sum(dim=0) * centred.square().sum()
@@ -82,7 +84,7 @@ def attribute_terms(z: Tensor, target: Tensor, cfg: LossConfig) -> dict[str, Ten
     return {
         "attribute_regulariser": regulariser,
         "attribute_decorrelation": decorrelation,
-        "attribute_independence": independence,
+        **terms,
         "attribute_correlation": correlation.detach(),
     }
 
@@ -139,7 +141,8 @@ def elbo_loss(
         if loss_config.attribute_loss != "none":
             loss = loss + loss_config.attribute_weight * extra["attribute_regulariser"]
         loss = loss + loss_config.attribute_decorrelation * extra["attribute_decorrelation"]
-        loss = loss + loss_config.attribute_independence * extra["attribute_independence"]
+        if loss_config.attribute_independence > 0:
+            loss = loss + loss_config.attribute_independence * extra["attribute_independence"]
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)
