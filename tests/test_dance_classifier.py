@@ -18,8 +18,16 @@ from jax_musicvae.data.melody_stats import ValidityBounds
 from jax_musicvae.data.meters import DEFAULT_GRID
 from jax_musicvae.data.representations import Melody90, Notes
 from jax_musicvae.data.types import SongInfo
+from jax_musicvae.statistics import roc_auc
 
 MEL = Melody90()
+
+
+def test_roc_auc_counts_ordered_pairs_and_half_the_ties():
+    # Pairs (positive, negative): 3 > 1, 3 > 2, 2 > 1, 2 = 2 (half), out of 4.
+    assert roc_auc([3.0, 2.0], [1.0, 2.0]) == pytest.approx(3.5 / 4)
+    assert roc_auc([1.0], [2.0]) == 0.0
+    assert np.isnan(roc_auc([], [1.0]))
 
 
 def _window(every: int, rng: np.random.Generator, bars: int = 2) -> np.ndarray:
