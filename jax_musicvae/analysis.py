@@ -56,6 +56,7 @@ class AnalysisSettings:
     interpolation_pairs: int = 16
     interpolation_steps: int = 7
     picture_windows: int = 4
+    refine: int = 0  # decode-encode rounds of the control's generated and edited melodies
 
     def __post_init__(self) -> None:
         for name in (
@@ -69,6 +70,8 @@ class AnalysisSettings:
             check_positive(name, getattr(self, name))
         if self.interpolation_steps < 2:
             raise ValueError(f"interpolation_steps={self.interpolation_steps} must be >= 2")
+        if self.refine < 0:
+            raise ValueError(f"refine={self.refine} must be >= 0")
         if self.prior_temperature < 0:
             raise ValueError(f"prior_temperature={self.prior_temperature} must be >= 0")
 
@@ -114,7 +117,12 @@ def _control(
     curves: dict[str, list[float] | None] = {"generated": None, "edited": None, "keeps": None}
     keeps: dict[str, float | None] = {"keeps": None, "keeps_small_change": None}
     try:
-        tokens = np.stack([model.sample(n, v, settings.temperature, settings.seed) for v in values])
+        tokens = np.stack(
+            [
+                model.sample(n, v, settings.temperature, settings.seed, settings.refine)
+                for v in values
+            ]
+        )
     except GenerationError as error:  # encoder, or none without an attribute vector
         logger.info("%s: no generated control: %s", model.label, error)
     else:
@@ -124,7 +132,15 @@ def _control(
         curves["generated"] = generated["curve"]
     try:
         outputs = [
-            np.stack(model.edit(windows, v, temperature=settings.temperature, seed=settings.seed))
+            np.stack(
+                model.edit(
+                    windows,
+                    v,
+                    temperature=settings.temperature,
+                    seed=settings.seed,
+                    refine=settings.refine,
+                )
+            )
             for v in values
         ]
     except GenerationError as error:  # none without an attribute vector
@@ -181,8 +197,16 @@ def _reconstruction(
     rep = model.representation
     most_frequent = most_frequent_token(data, "train")
     bounds = ValidityBounds.fit(WindowSource(data, "train").tokens, rep)
-    samples = model.sample(
-        settings.prior_samples, temperature=settings.prior_temperature, seed=settings.seed
+    # Validity of the plain decoding of prior codes and of `sample`'s default (one
+    # decode-encode round), from the same codes.
+    plain, refined = (
+        model.sample(
+            settings.prior_samples,
+            temperature=settings.prior_temperature,
+            seed=settings.seed,
+            refine=rounds,
+        )
+        for rounds in (0, 1)
     )
     half = len(windows) // 2
     pairs = min(settings.interpolation_pairs, half)
@@ -194,7 +218,8 @@ def _reconstruction(
     )
     result = {
         "baseline_accuracy": float(np.mean(windows == most_frequent)),
-        "prior_valid": float(np.mean(bounds.valid(samples, rep))),
+        "prior_valid": float(np.mean(bounds.valid(plain, rep))),
+        "prior_valid_refined": float(np.mean(bounds.valid(refined, rep))),
         "real_valid": float(np.mean(bounds.valid(windows, rep))),
         "validity_bounds": bounds.to_dict(),
         "interpolation_smoothness": interpolation_smoothness(paths) if pairs else None,
@@ -329,14 +354,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     lines += [
         "",
         "| model | most frequent token | teacher forced | greedy from mu | greedy, mu shuffled "
-        "| KL (bits) | valid prior samples | valid real windows | interpolation smoothness |",
-        "|" + "---|" * 9,
+        "| KL (bits) | valid prior samples | the same, refined once | valid real windows "
+        "| interpolation smoothness |",
+        "|" + "---|" * 10,
     ]
     for r in results:
         lines.append(
             f"| {r['model']} | {r['baseline_accuracy']:.3f} | {r['accuracy']:.3f} | "
             f"{r['greedy_accuracy']:.3f} | {r['shuffled_accuracy']:.3f} | {r['kl_bits']:.1f} | "
-            f"{r['prior_valid']:.3f} | {r['real_valid']:.3f} | "
+            f"{r['prior_valid']:.3f} | {r['prior_valid_refined']:.3f} | {r['real_valid']:.3f} | "
             f"{_cell(r['interpolation_smoothness'], False)} |"
         )
     lines += [

@@ -558,16 +558,61 @@ class TrainedModel:
             z = z + self.attribute_vector.shift(np.full(n, self.attribute_vector.midpoint), c)
         return z.astype(np.float32), c if conditioning == "decoder" else None
 
+    def _fixed_dimensions(self, requested: bool) -> list[int]:
+        """The dimensions of z that a danceability request sets (kept through refinement)."""
+        fixed = []
+        if requested and self.attribute_dimension is not None:
+            fixed.append(self.attribute_dimension)
+        if self.config.conditioning == "latent":
+            fixed.append(self.config.z_size - 1)
+        return fixed
+
+    def _refine(
+        self,
+        tokens: np.ndarray,
+        z: np.ndarray,
+        fixed: list[int],
+        source: np.ndarray,
+        condition: np.ndarray | None,
+        temperature: float,
+        seed: int,
+        rounds: int,
+    ) -> np.ndarray:
+        """Decode-encode refinement: `rounds` times, decode the mu of the decoded windows.
+
+        The decoder is reliable near the codes of real melodies and less so between
+        them; the mu of a decoded window lies where the encoder puts melodies, so
+        decoding it again gives a more melody-like result (docs/reconstruction.md).
+        The dimensions in `fixed` (a danceability request) keep their values in z;
+        `source` is the c the `encoder` and `latent` variants encode with.
+        """
+        if rounds < 0:
+            raise GenerationError(f"refine={rounds} must be >= 0")
+        for round_ in range(1, rounds + 1):
+            mu = self._encode_tokens(tokens, source, seed)[0]
+            mu[:, fixed] = z[:, fixed]
+            tokens = self._decode(mu, condition, temperature, seed + round_)
+        return tokens
+
     def sample(
         self,
         n: int,
         danceability: float | Sequence[float] | None = None,
         temperature: float = 1.0,
         seed: int = 0,
+        refine: int = 1,
     ) -> np.ndarray:
-        """n new melodies [n, T] from the prior, with the requested danceability if any."""
+        """n new melodies [n, T] from the prior, with the requested danceability if any.
+
+        `refine` decode-encode rounds (`_refine`) follow the first decoding; 0 gives
+        the plain decoding of the prior codes.
+        """
         z, condition = self.prior(n, danceability, seed)
-        return self._decode(z, condition, temperature, seed)
+        tokens = self._decode(z, condition, temperature, seed)
+        value = DEFAULT_DANCEABILITY if danceability is None else danceability
+        source = _danceability_array(value, n)
+        fixed = self._fixed_dimensions(danceability is not None)
+        return self._refine(tokens, z, fixed, source, condition, temperature, seed, refine)
 
     def reconstruct(self, melodies: Any, temperature: float = 0.0, seed: int = 0) -> Any:
         """Decode the mu of every window with the melody's own danceability; join windows.
@@ -687,10 +732,22 @@ class TrainedModel:
         strength: float = 1.0,
         temperature: float = 0.0,
         seed: int = 0,
+        refine: int = 0,
     ) -> Any:
-        """The melody (or melodies) re-decoded with the requested danceability, same length."""
+        """The melody (or melodies) re-decoded with the requested danceability, same length.
+
+        `refine` decode-encode rounds (`_refine`) move the result further toward the
+        request and away from the source melody (fewer tokens kept).
+        """
         enc, z, condition = self.edit_codes(melodies, danceability, strength)
         tokens = self._decode(z, condition, temperature, seed)
+        if refine:
+            requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
+            target = (enc.danceability + strength * (requested - enc.danceability)).astype(
+                np.float32
+            )
+            fixed = self._fixed_dimensions(True)
+            tokens = self._refine(tokens, z, fixed, target, condition, temperature, seed, refine)
         joined = self._join(tokens, enc.melody, enc.lengths)
         return joined[0] if _is_single(melodies) else joined
 

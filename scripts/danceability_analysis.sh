@@ -15,14 +15,22 @@
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); about 8 minutes per model per core
 # at 2000 steps on this project's 2-core machines (about 50 minutes in all with JOBS=2).
+# BARS=16 runs the same experiment at the thesis's length (cpu_16bar, 16-bar windows);
+# MODELS="none ar-sign-decorrelated ..." trains and analyses only the models named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/danceability_analysis.sh OUT [STEPS]}"
 steps="${2:-2000}"
 jobs="${JOBS:-1}"
+bars="${BARS:-4}"
+case "$bars" in
+  4) config=cpu_small ;;
+  16) config=cpu_16bar ;;
+  *) echo "BARS must be 4 or 16, not $bars" >&2; exit 2 ;;
+esac
 mkdir -p "$out"
 if [ ! -f "$out/data/manifest.json" ]; then
-  musicvae data build corpus:folk-small --representation melody90 --bars 4 \
+  musicvae data build corpus:folk-small --representation melody90 --bars "$bars" \
     --danceability rhythm --out "$out/data"
 fi
 
@@ -47,9 +55,16 @@ declare -A recipes=(
   [ar-sign-independent]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set loss.attribute_independence=10"
   [ar-sign-independent-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set loss.attribute_independence=10 --set train.seed=1"
 )
-order=(encoder latent decoder none decoder-window-decorrelated ar-regression
+all=(encoder latent decoder none decoder-window-decorrelated ar-regression
   ar-regression-decorrelated ar-sign-decorrelated ar-regression-decorrelated-seed1
   ar-sign-decorrelated-seed1 ar-sign-independent ar-sign-independent-seed1)
+read -r -a order <<< "${MODELS:-${all[*]}}"
+for name in "${order[@]}"; do
+  if [ -z "${recipes[$name]+set}" ]; then
+    echo "MODELS: unknown model $name (known: ${all[*]})" >&2
+    exit 2
+  fi
+done
 
 train_one() {
   local name="$1" pin=()
@@ -61,8 +76,8 @@ train_one() {
   local resume=()
   [ -d "$out/$name/checkpoints" ] && resume=(--resume)
   # shellcheck disable=SC2086  # the recipe is a list of --set arguments
-  "${pin[@]}" musicvae train --config cpu_small --data "$out/data" --workdir "$out/$name" \
-    "${resume[@]}" --set name="folk4-$name" --set train.num_steps="$steps" \
+  "${pin[@]}" musicvae train --config "$config" --data "$out/data" --workdir "$out/$name" \
+    "${resume[@]}" --set name="folk$bars-$name" --set train.num_steps="$steps" \
     --set logging.progress_bar=false $optim ${recipes[$name]} > "$out/$name.log" 2>&1
   echo "$out/$name: trained ($out/$name.log)"
 }
@@ -80,15 +95,18 @@ wait
 
 # The unconditioned model twice: with the paper's attribute vector, and (a copy) with
 # the calibrated regression direction.
-rm -rf "$out/none-regression"
-cp -r "$out/none" "$out/none-regression"
-musicvae attribute-vector --checkpoint "$out/none" --data "$out/data"
-musicvae attribute-vector --checkpoint "$out/none-regression" --data "$out/data" \
-  --method regression --level window
+checkpoints=()
+for name in "${order[@]}"; do
+  checkpoints+=("$out/$name")
+  if [ "$name" = none ]; then
+    rm -rf "$out/none-regression"
+    cp -r "$out/none" "$out/none-regression"
+    musicvae attribute-vector --checkpoint "$out/none" --data "$out/data"
+    musicvae attribute-vector --checkpoint "$out/none-regression" --data "$out/data" \
+      --method regression --level window
+    checkpoints+=("$out/none-regression")
+  fi
+done
 musicvae analyze --data "$out/data" --out "$out/results" --max-windows 512 \
-  --samples-per-value 64 --edit-windows 64 --checkpoints \
-  "$out/encoder" "$out/latent" "$out/decoder" "$out/none" "$out/none-regression" \
-  "$out/decoder-window-decorrelated" "$out/ar-regression" "$out/ar-regression-decorrelated" "$out/ar-sign-decorrelated" \
-  "$out/ar-regression-decorrelated-seed1" "$out/ar-sign-decorrelated-seed1" \
-  "$out/ar-sign-independent" "$out/ar-sign-independent-seed1"
+  --samples-per-value 64 --edit-windows 64 --checkpoints "${checkpoints[@]}"
 echo "table: $out/results/results.md (JSON: $out/results/results.json)"

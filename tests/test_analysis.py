@@ -51,6 +51,7 @@ def test_table_tells_impossible_from_constant():
         shuffled_accuracy=0.125,
         baseline_accuracy=0.0625,
         prior_valid=0.9,
+        prior_valid_refined=0.875,
         real_valid=0.95,
         interpolation_smoothness=None,
         control_generated=0.5,
@@ -67,7 +68,7 @@ def test_table_tells_impossible_from_constant():
     lines = markdown_table([row, constant]).splitlines()
     assert lines[2] == "| m | none | 3 | -1.00 | 2.00 | 0.500 | 0.250 | 0.500 | n/a | n/a |"
     assert lines[3].endswith("| 0.250 | const. | const. | 0.750 |")
-    assert lines[7] == "| m | 0.062 | 0.500 | 0.375 | 0.125 | 2.0 | 0.900 | 0.950 | n/a |"
+    assert lines[7] == "| m | 0.062 | 0.500 | 0.375 | 0.125 | 2.0 | 0.900 | 0.875 | 0.950 | n/a |"
 
 
 def test_token_onsets_for_both_representations():
@@ -126,6 +127,7 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
             "shuffled_accuracy",
             "baseline_accuracy",
             "prior_valid",
+            "prior_valid_refined",
             "real_valid",
             "interpolation_smoothness",
         ):

@@ -273,6 +273,22 @@ def test_requests_set_the_attribute_dimension(controlled):
     assert model.sample(2, 0.7, seed=0).shape == (2, model.config.sequence_length)
 
 
+def test_refinement_keeps_the_requested_attribute_value(controlled):
+    """One decode-encode round decodes the mu of the first decoding with the attribute
+    dimension held at the request, for samples and for edits."""
+    model = TrainedModel.load(controlled, batch_size=4)
+    first = model.sample(3, 0.7, temperature=1.0, seed=2, refine=0)
+    mu = model.encode(list(first), danceability=0.7).mu
+    expected = model.decode(mu, 0.7, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(model.sample(3, 0.7, temperature=1.0, seed=2), expected)
+    windows = np.asarray(WindowSource(model.experiment.data.path, "validation").tokens[:2])
+    edited = np.stack(model.edit(windows, 0.75))
+    mu = model.encode(list(edited), danceability=0.75).mu
+    np.testing.assert_array_equal(
+        np.stack(model.edit(windows, 0.75, refine=1)), model.decode(mu, 0.75, 0.0, seed=1)
+    )
+
+
 # ------------------------------------------------------ the control measures
 
 

@@ -79,6 +79,19 @@ def test_sample_shapes_and_seeds(models, variant):
     np.testing.assert_array_equal(model.sample(2, temperature=0.0, seed=1), greedy)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_refinement_decodes_the_mu_of_the_first_decoding(models, variant):
+    model = models[variant]
+    first = model.sample(3, temperature=1.0, seed=1, refine=0)
+    z, condition = model.prior(3, seed=1)
+    np.testing.assert_array_equal(first, model._decode(z, condition, 1.0, 1))
+    mu = model.encode(list(first), danceability=0.5).mu  # c as the prior set it
+    expected = model.decode(mu, temperature=1.0, seed=2)
+    np.testing.assert_array_equal(model.sample(3, temperature=1.0, seed=1), expected)
+    with pytest.raises(GenerationError, match="refine=-1 must be >= 0"):
+        model.sample(3, refine=-1)
+
+
 def test_chunking_does_not_change_results(workdir, models):
     model = TrainedModel.load(workdir / "none", batch_size=4)
     many = model.sample(5, temperature=1.0, seed=3)  # chunks of 4 and 1 (padded to 1)

@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p, temperature=1.0)
     p.add_argument("-n", "--num", type=int, default=4, help="how many melodies")
     p.add_argument("--danceability", type=_unit, default=None, help="requested c in [0, 1]")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="decode-encode rounds after the first decoding (0: the plain prior decoding)",
+    )
     p.set_defaults(func=_guard(run_sample))
 
     p = subparsers.add_parser("interpolate", help="slerp between the codes of two melodies")
@@ -84,6 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=1.0,
         help="fraction of the way from the source's danceability to the target",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="decode-encode rounds: closer to the target, fewer of the source's tokens kept",
     )
     p.set_defaults(func=_guard(run_edit))
 
@@ -134,6 +146,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--prior-samples", type=int, default=256, help="samples for validity")
     p.add_argument("--prior-temperature", type=float, default=0.5, help="their temperature")
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="decode-encode rounds of the generated and edited melodies of the control measures",
+    )
     p.add_argument(
         "--values",
         type=_values,
@@ -226,7 +244,7 @@ def _roll(model, sequences: list[np.ndarray], titles: list[str], path: Path) -> 
 
 def run_sample(args: argparse.Namespace) -> int:
     model = _load(args)
-    tokens = model.sample(args.num, args.danceability, args.temperature, args.seed)
+    tokens = model.sample(args.num, args.danceability, args.temperature, args.seed, args.refine)
     args.out.mkdir(parents=True, exist_ok=True)
     asked = "" if args.danceability is None else f", requested {args.danceability:.2f}"
     for i, melody in enumerate(tokens):
@@ -275,7 +293,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def run_edit(args: argparse.Namespace) -> int:
     model = _load(args)
     source = model.melody(args.input)
-    tokens = model.edit(args.input, args.danceability, args.strength, args.temperature, args.seed)
+    tokens = model.edit(
+        args.input, args.danceability, args.strength, args.temperature, args.seed, args.refine
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{args.input.stem}_danceability_{args.danceability:.2f}"
     _write_melody(model, tokens, stem, args)
@@ -337,6 +357,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         prior_temperature=args.prior_temperature,
         values=args.values,
         seed=args.seed,
+        refine=args.refine,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)
     print(paths["table"].read_text(), end="")
