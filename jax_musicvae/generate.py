@@ -171,6 +171,14 @@ def _is_single(inputs: Any) -> bool:
     return isinstance(inputs, np.ndarray | jax.Array) and np.ndim(inputs) == 1
 
 
+def _edit_target(
+    enc: Encoding, danceability: float | Sequence[float], strength: float
+) -> np.ndarray:
+    """Per window, s + strength * (requested - s) for the melody's source danceability s."""
+    requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
+    return (enc.danceability + strength * (requested - enc.danceability)).astype(np.float32)
+
+
 def _danceability_array(value: float | Sequence[float] | np.ndarray, count: int) -> np.ndarray:
     """Per-row danceability [count] from a scalar or a sequence, checked to lie in [0, 1]."""
     array = np.broadcast_to(np.asarray(value, np.float32), (count,)).copy()
@@ -710,17 +718,16 @@ class TrainedModel:
         if conditioning == "none" and not self.controllable:
             raise self._cannot_request("edit")
         enc = self.encode(melodies)
-        requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
-        target = enc.danceability + strength * (requested - enc.danceability)
+        target = _edit_target(enc, danceability, strength)
         z, condition = enc.mu.copy(), None
         if self.attribute_dimension is not None:
             z[:, self.attribute_dimension] = self.attribute_code(target)
         if conditioning == "decoder":
-            condition = target.astype(np.float32)
+            condition = target
         elif conditioning == "latent":
             z[:, -1] = target
         elif conditioning == "encoder":
-            z = self._encode_tokens(enc.windows, target.astype(np.float32), 0)[0]
+            z = self._encode_tokens(enc.windows, target, 0)[0]
         elif self.attribute_dimension is None:
             z = z + self.attribute_vector.shift(enc.danceability, target)
         return enc, z.astype(np.float32), condition
@@ -742,10 +749,7 @@ class TrainedModel:
         enc, z, condition = self.edit_codes(melodies, danceability, strength)
         tokens = self._decode(z, condition, temperature, seed)
         if refine:
-            requested = _danceability_array(danceability, len(enc.lengths))[enc.melody]
-            target = (enc.danceability + strength * (requested - enc.danceability)).astype(
-                np.float32
-            )
+            target = _edit_target(enc, danceability, strength)
             fixed = self._fixed_dimensions(True)
             tokens = self._refine(tokens, z, fixed, target, condition, temperature, seed, refine)
         joined = self._join(tokens, enc.melody, enc.lengths)

@@ -10,7 +10,8 @@
 #   - attribute regularisation of one latent dimension on the window's own rhythm
 #     estimate: regression, regression + decorrelation, sign (AR-VAE) + decorrelation
 #     (cpu_small's default), and the two decorrelated ones again with a second seed;
-# then `musicvae analyze` on the shared test split (results.md and results.json).
+# then `musicvae analyze` on the shared test split (results/results.{md,json}), and again
+# with one decode-encode round of the generated and edited melodies (results_refined/).
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 2000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); about 8 minutes per model per core
@@ -107,6 +108,12 @@ for name in "${order[@]}"; do
     checkpoints+=("$out/none-regression")
   fi
 done
-musicvae analyze --data "$out/data" --out "$out/results" --max-windows 512 \
-  --samples-per-value 64 --edit-windows 64 --checkpoints "${checkpoints[@]}"
-echo "table: $out/results/results.md (JSON: $out/results/results.json)"
+# Once as decoded, once with one decode-encode round of every generated and edited
+# melody (`--refine 1`, the default of `musicvae sample`).
+for refine in 0 1; do
+  results="$out/results"
+  [ "$refine" = 0 ] || results="$out/results_refined"
+  musicvae analyze --data "$out/data" --out "$results" --max-windows 512 \
+    --samples-per-value 64 --edit-windows 64 --refine "$refine" --checkpoints "${checkpoints[@]}"
+  echo "table: $results/results.md (JSON: $results/results.json)"
+done

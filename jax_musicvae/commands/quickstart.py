@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
     )
     p.add_argument("--out", required=True, help="folder for data, run, samples and plots")
-    p.add_argument("--minutes", type=float, default=9.0, help="training time limit")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time limit")
     p.add_argument("--samples", type=int, default=8, help="number of samples from the prior")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0)
