@@ -171,6 +171,12 @@ def _is_single(inputs: Any) -> bool:
     return isinstance(inputs, np.ndarray | jax.Array) and np.ndim(inputs) == 1
 
 
+def _check_rounds(refine: int) -> None:
+    """Refuse a negative number of decode-encode rounds before any work is done."""
+    if refine < 0:
+        raise GenerationError(f"refine={refine} must be >= 0")
+
+
 def _edit_target(
     enc: Encoding, danceability: float | Sequence[float], strength: float
 ) -> np.ndarray:
@@ -594,8 +600,6 @@ class TrainedModel:
         The dimensions in `fixed` (a danceability request) keep their values in z;
         `source` is the c the `encoder` and `latent` variants encode with.
         """
-        if rounds < 0:
-            raise GenerationError(f"refine={rounds} must be >= 0")
         for round_ in range(1, rounds + 1):
             mu = self._encode_tokens(tokens, source, seed)[0]
             mu[:, fixed] = z[:, fixed]
@@ -615,6 +619,7 @@ class TrainedModel:
         `refine` decode-encode rounds (`_refine`) follow the first decoding; 0 gives
         the plain decoding of the prior codes.
         """
+        _check_rounds(refine)
         z, condition = self.prior(n, danceability, seed)
         tokens = self._decode(z, condition, temperature, seed)
         value = DEFAULT_DANCEABILITY if danceability is None else danceability
@@ -746,6 +751,7 @@ class TrainedModel:
         `refine` decode-encode rounds (`_refine`) move the result further toward the
         request and away from the source melody (fewer tokens kept).
         """
+        _check_rounds(refine)
         enc, z, condition = self.edit_codes(melodies, danceability, strength)
         tokens = self._decode(z, condition, temperature, seed)
         if refine:

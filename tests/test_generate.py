@@ -90,6 +90,8 @@ def test_refinement_decodes_the_mu_of_the_first_decoding(models, variant):
     np.testing.assert_array_equal(model.sample(3, temperature=1.0, seed=1), expected)
     with pytest.raises(GenerationError, match="refine=-1 must be >= 0"):
         model.sample(3, refine=-1)
+    with pytest.raises(GenerationError, match="refine=-1 must be >= 0"):
+        models["decoder"].edit(melody(0), 0.7, refine=-1)
 
 
 def test_chunking_does_not_change_results(workdir, models):
