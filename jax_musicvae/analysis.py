@@ -29,11 +29,13 @@ from matplotlib.figure import Figure
 
 from jax_musicvae.atomic import atomic_write
 from jax_musicvae.attributes import window_danceability
+from jax_musicvae.code_probe import code_without, probe_rho
 from jax_musicvae.config import check_positive
 from jax_musicvae.control import control_measures, edit_keeps, rhythm_estimates
 from jax_musicvae.data.dance_classifier import DanceClassifier, fit_dance_classifier
 from jax_musicvae.data.melody_stats import ValidityBounds, interpolation_smoothness
 from jax_musicvae.data.pianoroll import save_pianoroll_grid
+from jax_musicvae.data.rhythm import window_danceability_estimates
 from jax_musicvae.data.source import WindowSource, dataset_mismatch, most_frequent_token
 from jax_musicvae.generate import CheckpointMismatchError, GenerationError, TrainedModel
 
@@ -57,6 +59,7 @@ class AnalysisSettings:
     interpolation_steps: int = 7
     picture_windows: int = 4
     refine: int = 0  # decode-encode rounds of the control's generated and edited melodies
+    probe_windows: int = 8000  # training windows the code probe (`code_probe`) is fitted on
 
     def __post_init__(self) -> None:
         for name in (
@@ -66,6 +69,7 @@ class AnalysisSettings:
             "prior_samples",
             "interpolation_pairs",
             "picture_windows",
+            "probe_windows",
         ):
             check_positive(name, getattr(self, name))
         if self.interpolation_steps < 2:
@@ -300,6 +304,36 @@ def reconstruction_quality(
     }
 
 
+def code_probe(
+    model: TrainedModel,
+    data: str | Path,
+    settings: AnalysisSettings,
+    windows: np.ndarray,
+    mu: np.ndarray,
+) -> float | None:
+    """`code_probe.probe_rho` of mu without the regularised dimension: fitted on
+    `probe_windows` training windows, scored on the held-out `windows` (their `mu`),
+    the target being each window's own rhythm estimate; None where every held-out window
+    (or every prediction) is the same, so there is no rank order."""
+    source = WindowSource(data, "train", model.experiment.data.danceability)
+    rng = np.random.default_rng(settings.seed)
+    index = np.sort(rng.permutation(len(source))[: settings.probe_windows])
+    train_windows = np.asarray(source.tokens[index], np.int32)
+    condition = window_danceability(
+        train_windows, source.condition[index], model.representation, model.grid
+    )
+    train_mu = model.encode(train_windows, condition, settings.seed).mu
+    dimension = model.attribute_dimension
+    rho = probe_rho(
+        code_without(train_mu[:, : model.config.head_size], dimension),
+        np.asarray(source.window_danceability[index]),
+        code_without(mu, dimension),
+        window_danceability_estimates(windows, model.representation, model.grid),
+        settings.seed,
+    )
+    return rho if math.isfinite(rho) else None
+
+
 def analyze_model(
     model: TrainedModel,
     data: str | Path,
@@ -312,6 +346,8 @@ def analyze_model(
     windows, danceability = held_out_windows(model, data, settings)
     quality = reconstruction_quality(model, data, windows, danceability, settings, pictures)
     mu = model.encode(windows, danceability, settings.seed).mu[:, : model.config.head_size]
+    logger.info("%s: fitting the code probe", model.label)
+    probe = code_probe(model, data, settings, windows, mu)
     values = control_values(data, settings)
     bounds = ValidityBounds.from_dict(quality["validity_bounds"])
     results = {
@@ -321,6 +357,7 @@ def analyze_model(
         "danceability_level": model.experiment.data.danceability,
         "attribute_loss": model.experiment.loss.attribute_loss,
         **quality,
+        "code_probe_rho": probe,
         "values": list(values),
         **_control(
             model, settings, windows[: settings.edit_windows], values, bounds, pictures, classifier
@@ -340,16 +377,17 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     """One row per model; n/a and const. as in `_cell` (a constant side has no rank order)."""
     header = (
         "| model | conditioning | windows | ELBO | KL (bits) | accuracy (teacher forced) | "
-        "accuracy (sampled) | control ρ (generated) | control ρ (edited) | edit keeps |"
+        "accuracy (sampled) | control ρ (generated) | control ρ (edited) | edit keeps | "
+        "danceability in the rest of the code (probe ρ) |"
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * 11]
     for r in results:
         lines.append(
             f"| {r['model']} | {r['conditioning']} | {r['windows']} | {r['elbo']:.2f} | "
             f"{r['kl_bits']:.2f} | {r['accuracy']:.3f} | {r['sampled_accuracy']:.3f} | "
             f"{_cell(r['control_generated'], bool(r['curves']['generated']))} | "
             f"{_cell(r['control_edited'], bool(r['curves']['edited']))} | "
-            f"{_cell(r['edit_keeps'], False)} |"
+            f"{_cell(r['edit_keeps'], False)} | {_cell(r['code_probe_rho'])} |"
         )
     lines += [
         "",

@@ -80,6 +80,10 @@ class ModelConfig:
     # the final states, so it is not used with encoder_readout_steps > 0).
     rnn_gradient: RnnGradient = "custom"
     cudnn_encoder: bool = False
+    # Hidden size of the attribute adversary (0: none), an MLP that predicts the
+    # Gaussianised danceability from z through a gradient reversal
+    # (LossConfig.attribute_adversary weighs it; docs/danceability-control.md).
+    adversary_hidden: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("cell", self.cell, CELLS)
@@ -110,6 +114,8 @@ class ModelConfig:
             )
         if self.latent_condition_sigma < 0.0:
             raise ConfigError("latent_condition_sigma must be >= 0")
+        if self.adversary_hidden < 0:
+            raise ConfigError("adversary_hidden must be >= 0 (0: no adversary)")
 
     @property
     def sequence_length(self) -> int:
@@ -173,12 +179,17 @@ class LossConfig:
     # all of z with attribute_loss 'none', for models that are given c instead).
     # `attribute_independence` adds weight * the normalised HSIC (a kernel measure
     # of any dependence, not only linear) between t and those same dimensions.
+    # `attribute_adversary` adds weight * the mean squared error of the model's
+    # adversary (ModelConfig.adversary_hidden), which predicts t from those
+    # dimensions; a gradient reversal makes the encoder maximise what the adversary
+    # minimises (Ganin & Lempitsky 2015; Fader networks, Lample et al. 2017).
     attribute_loss: AttributeLoss = "none"
     attribute_weight: float = 1.0
     attribute_sign_scale: float = 10.0
     attribute_dimension: int = 0
     attribute_decorrelation: float = 0.0
     attribute_independence: float = 0.0
+    attribute_adversary: float = 0.0
     attribute_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -187,13 +198,18 @@ class LossConfig:
         object.__setattr__(
             self, "attribute_quantiles", tuple(float(q) for q in self.attribute_quantiles)
         )
-        if (
-            min(self.attribute_weight, self.attribute_decorrelation, self.attribute_independence)
-            < 0
-        ):
-            raise ConfigError(
-                "attribute_weight, attribute_decorrelation and attribute_independence must be >= 0"
+        weights = {
+            name: getattr(self, name)
+            for name in (
+                "attribute_weight",
+                "attribute_decorrelation",
+                "attribute_independence",
+                "attribute_adversary",
             )
+        }
+        negative = [name for name, value in weights.items() if value < 0]
+        if negative:
+            raise ConfigError(f"{', '.join(negative)} must be >= 0")
         if self.attribute_sign_scale <= 0:
             raise ConfigError("attribute_sign_scale must be > 0")
         if self.attribute_dimension < 0:
@@ -221,7 +237,13 @@ class LossConfig:
             self.attribute_loss != "none"
             or self.attribute_decorrelation > 0
             or self.attribute_independence > 0
+            or self.attribute_adversary > 0
         )
+
+    @property
+    def regularised_dimension(self) -> int | None:
+        """The z dimension tied to the attribute, which the adversary does not see."""
+        return None if self.attribute_loss == "none" else self.attribute_dimension
 
 
 @dataclasses.dataclass(frozen=True)

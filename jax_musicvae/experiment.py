@@ -135,6 +135,10 @@ class ExperimentConfig:
                 f"loss.attribute_dimension={self.loss.attribute_dimension} must be below the "
                 f"{self.model.head_size} dimensions the encoder produces"
             )
+        if self.loss.attribute_adversary > 0 and not self.model.adversary_hidden:
+            raise ConfigError(
+                "loss.attribute_adversary > 0 needs an adversary: set model.adversary_hidden > 0"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,14 +163,26 @@ class ExperimentConfig:
         return config
 
     def override(self, assignments: list[str]) -> ExperimentConfig:
-        """Apply `section.field=value` strings (the CLI's --set), typed by the field."""
-        config = self
+        """Apply `section.field=value` strings (the CLI's --set), typed by the field.
+
+        Each section is checked as it changes; the checks across sections run once, on
+        the result, so the order of the assignments does not matter.
+        """
+        changed: dict[str, Any] = {}
         for assignment in assignments:
             key, sep, text = assignment.partition("=")
+            key, text = key.strip(), text.strip()
             if not sep or not key:
                 raise ConfigError(f"--set {assignment!r}: expected key=value")
-            config = set_value(config, key.strip(), text.strip())
-        return config
+            head, _, rest = key.partition(".")
+            current = changed[head] if head in changed else _field(self, head, key)
+            if rest:
+                if not dataclasses.is_dataclass(current):
+                    raise ConfigError(f"unknown config key {key!r}: {head} has no fields")
+                changed[head] = set_value(current, rest, text, key)
+            else:
+                changed[head] = _parse(key, current, text)
+        return replace_checked(self, **changed)
 
 
 def _field(obj: Any, name: str, key: str) -> Any:

@@ -102,11 +102,14 @@ def elbo_loss(
     mask: jax.Array | None = None,
     z: jax.Array | None = None,
     attribute: jax.Array | None = None,
+    adversary_prediction: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics.
 
     With `loss.uses_attribute` and an `attribute` (the Gaussianised danceability,
-    [B]; evaluation without one leaves them out), plus the attribute terms of z.
+    [B]; evaluation without one leaves them out), plus the attribute terms of z and,
+    with `loss.attribute_adversary`, the squared error of the model's
+    `adversary_prediction` [B] (its gradient reaches the encoder reversed).
     """
     if mask is None:
         mask = jnp.ones(tokens.shape, jnp.float32)
@@ -122,6 +125,12 @@ def elbo_loss(
         total = total + loss.attribute_decorrelation * extra["attribute_decorrelation"]
         if loss.attribute_independence > 0:
             total = total + loss.attribute_independence * extra["attribute_independence"]
+        if loss.attribute_adversary > 0:
+            if adversary_prediction is None:
+                raise ValueError("loss.attribute_adversary > 0 needs the adversary's prediction")
+            error = jnp.mean(jnp.square(adversary_prediction - attribute))
+            extra["attribute_adversary"] = error
+            total = total + loss.attribute_adversary * error
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,

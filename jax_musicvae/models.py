@@ -50,6 +50,24 @@ def dense(p: Params, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return rnn.matmul(x, p["kernel"], dtype) + p["bias"]
 
 
+@jax.custom_vjp
+def reverse_gradient(x: jax.Array) -> jax.Array:
+    """Identity forward, negated gradient backward (the adversary's gradient reversal)."""
+    return x
+
+
+reverse_gradient.defvjp(lambda x: (x, None), lambda _, g: (-g,))
+
+
+def adversary_input(z: jax.Array, head_size: int, hidden: int | None) -> jax.Array:
+    """What the adversary reads: z's encoded dimensions with dimension `hidden` zeroed,
+    through the gradient reversal."""
+    z = z[:, :head_size]
+    if hidden is not None:
+        z = z * (jnp.arange(head_size) != hidden).astype(z.dtype)
+    return reverse_gradient(z)
+
+
 def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
     """One-hot of tokens shifted right by one step; all zeros at t = 0."""
     one_hot = jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
@@ -362,6 +380,21 @@ class Decoder(nn.Module):
         }
 
 
+class AttributeAdversary(nn.Module):
+    """An MLP (one ReLU layer) that predicts the Gaussianised danceability from z."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.hidden = DenseWeights(cfg.head_size, cfg.adversary_hidden)
+        self.output = DenseWeights(cfg.adversary_hidden, 1)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        dtype = jnp.dtype(self.config.compute_dtype)
+        return dense(self.output(), jax.nn.relu(dense(self.hidden(), z, dtype)), dtype)[:, 0]
+
+
 class MusicVAE(nn.Module):
     """Encoder, latent code (with the danceability condition) and decoder."""
 
@@ -373,6 +406,8 @@ class MusicVAE(nn.Module):
         if cfg.wiring == "original":
             self.z_embedding = DenseWeights(cfg.z_size, cfg.head_size)
         self.decoder = Decoder(cfg)
+        if cfg.adversary_hidden:
+            self.adversary = AttributeAdversary(cfg)
 
     def _check_condition(self, condition: jax.Array | None, batch: int) -> None:
         if self.config.uses_condition:
@@ -426,12 +461,15 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         deterministic: bool = True,
         token_keep: jax.Array | None = None,
+        attribute_dimension: int | None = None,
     ) -> dict[str, jax.Array]:
         """Encode, sample z = mu + sigma * eps and decode with the true or sampled inputs.
 
         Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
         scheduled sampling with probability `sampling_probability` (which may be traced).
         `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
+        With an adversary, `adversary_prediction` [B] is its prediction from z without
+        `attribute_dimension` (the regularised one, if any), through the gradient reversal.
         """
         cfg = self.config
         mu, sigma = self.encode(tokens, condition, deterministic)
@@ -442,6 +480,8 @@ class MusicVAE(nn.Module):
         z = mu + sigma * eps
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        if cfg.adversary_hidden:
+            result["adversary_prediction"] = self.predict_attribute(z, attribute_dimension)
         if token_keep is not None:
             check_shape("token_keep", token_keep, (batch, cfg.sequence_length))
         if choose_noise is None:
@@ -464,6 +504,11 @@ class MusicVAE(nn.Module):
             )
         )
         return result
+
+    def predict_attribute(self, z: jax.Array, attribute_dimension: int | None) -> jax.Array:
+        """The adversary's prediction [B] from z without `attribute_dimension`: its
+        gradient trains the adversary and, reversed, the encoder against it."""
+        return self.adversary(adversary_input(z, self.config.head_size, attribute_dimension))
 
     def generate(
         self,

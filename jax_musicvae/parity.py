@@ -74,6 +74,7 @@ class Combination:
             conditioning=self.conditioning,
             wiring=self.wiring,
             encoder_readout_steps=self.readout,
+            adversary_hidden=5,
         )
 
 
@@ -186,10 +187,16 @@ LOSS_VARIANTS = {
         attribute_sign_scale=0.5,  # unsaturated tanh: the term and its gradient are not ~0
         attribute_decorrelation=0.5,
         attribute_independence=0.5,
+        attribute_adversary=0.5,
     ),
 }
 GRADIENT_LOSS = "attribute-sign"
-ATTRIBUTE_METRICS = ("attribute_regulariser", "attribute_decorrelation", "attribute_independence")
+ATTRIBUTE_METRICS = (
+    "attribute_regulariser",
+    "attribute_decorrelation",
+    "attribute_independence",
+    "attribute_adversary",
+)
 BETA_STEP = 50
 
 
@@ -209,7 +216,14 @@ def _jax_objective(config: ModelConfig):
     loss_cfg = LOSS_VARIANTS[GRADIENT_LOSS]
 
     def objective(params, tokens, condition, eps, token_keep, attribute):
-        out = model.apply({"params": params}, tokens, condition, eps, token_keep=token_keep)
+        out = model.apply(
+            {"params": params},
+            tokens,
+            condition,
+            eps,
+            token_keep=token_keep,
+            attribute_dimension=loss_cfg.regularised_dimension,
+        )
         beta = schedules.beta(BETA_STEP, loss_cfg)
         value, _ = _jax_loss(out, tokens, loss_cfg, config, beta, attribute)
         return value, out
@@ -228,6 +242,7 @@ def _jax_loss(out, tokens, loss_cfg, config, beta, attribute):
         beta,
         z=out["z"],
         attribute=attribute,
+        adversary_prediction=out.get("adversary_prediction"),
     )
 
 
@@ -260,7 +275,13 @@ def flax_to_torch_layout(flat: dict[tuple[str, ...], Any]) -> dict[tuple[str, ..
 def torch_teacher_forced(h: Harness) -> TeacherForced:
     h.torch_model.zero_grad(set_to_none=True)
     tokens = h.t(h.tokens, torch.long)
-    out = h.torch_model(tokens, h.t(h.condition), h.t(h.eps), token_keep=h.t(h.token_keep))
+    out = h.torch_model(
+        tokens,
+        h.t(h.condition),
+        h.t(h.eps),
+        token_keep=h.t(h.token_keep),
+        attribute_dimension=LOSS_VARIANTS[GRADIENT_LOSS].regularised_dimension,
+    )
     metrics, objective = {}, None
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
@@ -274,6 +295,7 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
             beta,
             z=out["z"],
             attribute=h.t(h.attribute),
+            adversary_prediction=out.get("adversary_prediction"),
         )
         metrics[variant] = {k: float(v) for k, v in m.items()}
         if variant == GRADIENT_LOSS:
@@ -291,7 +313,9 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
 def check_outputs(h: Harness) -> Iterator[CheckResult]:
     got, ref = h.teacher_forced()
     errors = {
-        k: _max_abs(got.outputs[k], ref.outputs[k]) for k in ("logits", "mu", "sigma", "z", "z_dec")
+        k: _max_abs(got.outputs[k], ref.outputs[k])
+        for k in ("logits", "mu", "sigma", "z", "z_dec", "adversary_prediction")
+        if k in ref.outputs
     }
     worst = max(errors, key=errors.get)
     yield CheckResult(
@@ -422,6 +446,7 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         beta_rate=0.9,
         attribute_loss="regression",
         attribute_decorrelation=0.5,
+        attribute_adversary=0.5,
     )
     optim_cfg = OptimConfig(learning_rate=3e-3, decay_rate=0.95, clip_norm=5.0)
     sampling_cfg = SamplingConfig(token_dropout=0.25)

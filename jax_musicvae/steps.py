@@ -94,6 +94,7 @@ def _forward(
     noise: Noise,
     sampling_probability: jax.Array,
     model: ModelConfig,
+    loss: LossConfig,
     sampling: SamplingConfig,
     dropout_key: jax.Array | None,
 ) -> dict[str, jax.Array]:
@@ -109,6 +110,7 @@ def _forward(
         sampling.temperature,
         deterministic=dropout_key is None,
         token_keep=noise.token_keep,
+        attribute_dimension=loss.regularised_dimension,
         rngs=rngs,
     )
 
@@ -124,7 +126,7 @@ def loss_and_metrics(
     sampling: SamplingConfig,
     dropout_key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    out = _forward(params, batch, noise, sampling_probability, model, sampling, dropout_key)
+    out = _forward(params, batch, noise, sampling_probability, model, loss, sampling, dropout_key)
     return elbo_loss(
         out["logits"],
         batch["tokens"],
@@ -135,6 +137,7 @@ def loss_and_metrics(
         beta,
         z=out["z"],
         attribute=batch.get("attribute"),
+        adversary_prediction=out.get("adversary_prediction"),
     )
 
 
@@ -181,6 +184,14 @@ def eval_step(
     variables = {"params": params}
     tokens, condition = batch["tokens"], batch.get("condition")
     out = vae.apply(variables, tokens, condition, eps)
+    prediction = None  # the adversary's, from mu like the other attribute terms here
+    if model.adversary_hidden:
+        prediction = vae.apply(
+            variables,
+            out["mu"],
+            loss.regularised_dimension,
+            method=MusicVAE.predict_attribute,
+        )
     _, metrics = elbo_loss(
         out["logits"],
         tokens,
@@ -191,6 +202,7 @@ def eval_step(
         1.0,
         z=out["mu"],
         attribute=batch.get("attribute"),
+        adversary_prediction=prediction,
     )
     codes = jnp.concatenate([out["z"], out["mu"], jnp.roll(out["mu"], 1, axis=0)])
     cond = None if condition is None else jnp.concatenate([condition] * 3)

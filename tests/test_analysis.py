@@ -13,6 +13,7 @@ from scipy.stats import spearmanr
 
 from jax_musicvae.analysis import AnalysisSettings, control_values, markdown_table, pca_2d
 from jax_musicvae.attributes import ATTRIBUTE_FILE, compute_attribute_vector
+from jax_musicvae.code_probe import code_without, probe_rho
 from jax_musicvae.config import ConfigError
 from jax_musicvae.data.representations import Melody90, PianoRoll61
 from jax_musicvae.data.rhythm import melody_rhythm
@@ -57,6 +58,7 @@ def test_table_tells_impossible_from_constant():
         control_generated=0.5,
         control_edited=None,
         edit_keeps=None,
+        code_probe_rho=0.25,
         curves={"generated": [0.1, 0.2], "edited": None, "keeps": None},
     )
     constant = {
@@ -66,9 +68,29 @@ def test_table_tells_impossible_from_constant():
         "curves": {"generated": [0.3, 0.3], "edited": [0.2, 0.2], "keeps": [0.75, 0.75]},
     }
     lines = markdown_table([row, constant]).splitlines()
-    assert lines[2] == "| m | none | 3 | -1.00 | 2.00 | 0.500 | 0.250 | 0.500 | n/a | n/a |"
-    assert lines[3].endswith("| 0.250 | const. | const. | 0.750 |")
+    assert lines[2] == (
+        "| m | none | 3 | -1.00 | 2.00 | 0.500 | 0.250 | 0.500 | n/a | n/a | 0.250 |"
+    )
+    assert lines[3].endswith("| 0.250 | const. | const. | 0.750 | 0.250 |")
     assert lines[7] == "| m | 0.062 | 0.500 | 0.375 | 0.125 | 2.0 | 0.900 | 0.875 | 0.950 | n/a |"
+
+
+def test_the_code_probe_finds_nonlinear_dependence_and_nothing_else():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 6))
+    test = rng.normal(size=(500, 6))
+    # The target depends on dimension 2 through |x|: no linear correlation at all.
+    rho = probe_rho(x, np.abs(x[:, 2]), test, np.abs(test[:, 2]))
+    unrelated = probe_rho(x, rng.normal(size=3000), test, rng.normal(size=500))
+    assert abs(spearman(test[:, 2], np.abs(test[:, 2]))) < 0.1
+    assert rho > 0.9 and abs(unrelated) < 0.15
+    assert probe_rho(x, np.abs(x[:, 2]), test, np.abs(test[:, 2])) == rho  # deterministic
+    # The regularised dimension is what the probe must not see.
+    assert code_without(x, 2).shape == (3000, 5) and code_without(x, None) is x
+    hidden = probe_rho(
+        code_without(x, 2), np.abs(x[:, 2]), code_without(test, 2), np.abs(test[:, 2])
+    )
+    assert abs(hidden) < 0.15
 
 
 def test_token_onsets_for_both_representations():
@@ -132,6 +154,7 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
             "interpolation_smoothness",
         ):
             assert 0 <= result[key] <= 1, key
+        assert result["code_probe_rho"] is None  # every window here has the same rhythm
         assert set(result["validity_bounds"]) == {"pitch_range", "mean_interval", "in_key"}
         for key in ("reconstruction_png", "interpolation_png"):
             assert Path(result[key]).read_bytes()[:4] == b"\x89PNG"
@@ -154,7 +177,7 @@ def test_analyze_writes_table_json_and_plots(tmp_path, generation_dataset):
     assert len(table) == 14 and table[2].startswith(f"| {steered} | none | 8 |")
     assert table[12].startswith(f"| {steered} | generated | ")
     assert table[13].startswith(f"| {steered} | edited | ")
-    assert table[3].endswith("| n/a | n/a | n/a |")
+    assert table[3].split(" | ")[-4:-1] == ["n/a", "n/a", "n/a"]
     assert table[7].startswith(f"| {steered} | ") and table[8].startswith(f"| {plain} | ")
     for name in ("control.png", "mu_pca.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -8,19 +8,21 @@ import dataclasses
 import json
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from helpers import make_checkpoint, tiny_config, write_midi_file
 
+from jax_musicvae import steps
 from jax_musicvae.attributes import (
     STEP_SCALES,
     AttributeVector,
     compute_attribute_vector,
     regression_direction,
 )
-from jax_musicvae.config import ConfigError, LossConfig
+from jax_musicvae.config import ConfigError, LossConfig, SamplingConfig
 from jax_musicvae.control import (
     control_measures,
     diversity,
@@ -42,6 +44,7 @@ from jax_musicvae.data.source import WindowSource, load_manifest
 from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.generate import TrainedModel
 from jax_musicvae.losses import attribute_terms
+from jax_musicvae.models import MusicVAE, init_params
 from jax_musicvae.statistics import attribute_quantiles, degaussianise, gaussianise, spearman
 from jax_musicvae.train import train
 from torch_reference.loss import attribute_terms as torch_attribute_terms
@@ -89,6 +92,10 @@ def test_attribute_settings_are_checked():
         ExperimentConfig(
             model=config.model, loss=LossConfig(attribute_loss="sign", attribute_dimension=3)
         )
+    with pytest.raises(ConfigError, match="attribute_adversary must be >= 0"):
+        LossConfig(attribute_adversary=-1.0)
+    with pytest.raises(ConfigError, match="set model.adversary_hidden > 0"):
+        ExperimentConfig(model=config.model, loss=LossConfig(attribute_adversary=1.0))
     # Stored as a JSON list, rebuilt as a (hashable) tuple.
     loss = LossConfig(attribute_loss="regression", attribute_quantiles=[0.1, 0.5, 0.9])
     assert loss.attribute_quantiles == (0.1, 0.5, 0.9) and hash(loss)
@@ -168,6 +175,51 @@ def test_the_independence_term_sees_dependence_that_correlation_misses():
     assert float(dependent["attribute_independence"]) > 3 * float(
         independent["attribute_independence"]
     )
+
+
+def test_the_adversary_learns_while_the_encoder_works_against_it():
+    """A step down the gradient of the adversary's term lowers its error through its
+    own weights and raises it through the encoder's (the gradient reversal); the
+    regularised dimension is hidden from it."""
+    model = dataclasses.replace(tiny_config().model, conditioning="none", adversary_hidden=8)
+    loss = LossConfig(attribute_loss="sign", attribute_dimension=1, attribute_adversary=1.0)
+    rng = np.random.default_rng(5)
+    tokens = jnp.asarray(rng.integers(0, model.input_depth, (16, model.sequence_length)))
+    batch = {"tokens": tokens, "attribute": jnp.asarray(rng.normal(size=16), jnp.float32)}
+    noise = steps.Noise(jnp.zeros((16, model.z_size)))
+    params = init_params(model, jax.random.key(0))
+
+    def objective(params, loss):
+        return steps.loss_and_metrics(params, batch, noise, 1.0, 0.0, model, loss, SamplingConfig())
+
+    def grads(loss):
+        return jax.grad(lambda p: objective(p, loss)[0])(params)
+
+    without = dataclasses.replace(loss, attribute_adversary=0.0)
+    term = jax.tree.map(jnp.subtract, grads(loss), grads(without))  # the term's gradient
+
+    def error_after(part):
+        stepped = {
+            name: jax.tree.map(lambda p, g: p - 0.05 * g, value, term[name])
+            if name == part
+            else value
+            for name, value in params.items()
+        }
+        return float(objective(stepped, loss)[1]["attribute_adversary"])
+
+    before = error_after(None)
+    assert error_after("adversary") < before < error_after("encoder")
+    vae = MusicVAE(model)
+    z = rng.normal(size=(4, model.z_size)).astype(np.float32)
+    moved = z.copy()
+    moved[:, 1] += 3.0
+
+    def predict(z):
+        return vae.apply({"params": params}, z, 1, method=MusicVAE.predict_attribute)
+
+    np.testing.assert_array_equal(predict(z), predict(moved))
+    moved[:, 0] += 3.0
+    assert not np.allclose(predict(z), predict(moved))
 
 
 # ------------------------------------------------- window-level danceability

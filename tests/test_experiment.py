@@ -38,6 +38,20 @@ def test_overrides_are_typed_by_the_field():
     assert config.name == "run7"
 
 
+def test_overrides_are_checked_across_sections_once_in_any_order():
+    small = load_config("cpu_small")
+    adversary = small.override(["model.adversary_hidden=64", "loss.attribute_adversary=1"])
+    for order in (1, -1):
+        plain = adversary.override(
+            ["model.adversary_hidden=0", "loss.attribute_adversary=0"][::order]
+        )
+        assert (plain.model.adversary_hidden, plain.loss.attribute_adversary) == (0, 0.0)
+    with pytest.raises(ConfigError, match="set model.adversary_hidden > 0"):
+        adversary.override(["model.adversary_hidden=0"])
+    twice = small.override(["loss.free_bits=8", "loss.max_beta=0.5", "loss.free_bits=16"])
+    assert (twice.loss.free_bits, twice.loss.max_beta) == (16.0, 0.5)
+
+
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [

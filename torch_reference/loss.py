@@ -100,13 +100,16 @@ def elbo_loss(
     mask: Tensor | None = None,
     z: Tensor | None = None,
     attribute: Tensor | None = None,
+    adversary_prediction: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
 
     logits [B, T, D], tokens [B, T], mu/sigma [B, z_size] (only the first
     `head_size` dims enter the KL: the appended c of `latent` does not), mask
     [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`
-    and an `attribute` [B], plus the attribute terms of the sampled z.
+    and an `attribute` [B], plus the attribute terms of the sampled z and, with
+    `loss_config.attribute_adversary`, the squared error of the model's
+    `adversary_prediction` [B] (its gradient reaches the encoder reversed).
     """
     if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(
@@ -143,6 +146,12 @@ def elbo_loss(
         loss = loss + loss_config.attribute_decorrelation * extra["attribute_decorrelation"]
         if loss_config.attribute_independence > 0:
             loss = loss + loss_config.attribute_independence * extra["attribute_independence"]
+        if loss_config.attribute_adversary > 0:
+            if adversary_prediction is None:
+                raise ValueError("loss.attribute_adversary > 0 needs the adversary's prediction")
+            error = (adversary_prediction - attribute).square().mean()
+            extra["attribute_adversary"] = error
+            loss = loss + loss_config.attribute_adversary * error
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)

@@ -266,6 +266,30 @@ class Decoder(nn.Module):
         return torch.stack(tokens, dim=1), torch.stack(logits, dim=1)
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward (the adversary's gradient reversal)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return -grad
+
+
+class AttributeAdversary(nn.Module):
+    """An MLP (one ReLU layer) that predicts the Gaussianised danceability from z."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(cfg.head_size, cfg.adversary_hidden)
+        self.output = nn.Linear(cfg.adversary_hidden, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.output(torch.relu(self.hidden(z)))[:, 0]
+
+
 class MusicVAE(nn.Module):
     """Danceability-conditioned MusicVAE (conditioning none/encoder/latent/decoder)."""
 
@@ -276,6 +300,8 @@ class MusicVAE(nn.Module):
         if cfg.wiring == "original":
             self.z_embedding = nn.Sequential(nn.Linear(cfg.z_size, cfg.head_size), nn.Tanh())
         self.decoder = Decoder(cfg)
+        if cfg.adversary_hidden:
+            self.adversary = AttributeAdversary(cfg)
 
     # -- input checks -------------------------------------------------------------
 
@@ -346,12 +372,15 @@ class MusicVAE(nn.Module):
         gumbel: Tensor | None = None,
         temperature: float = 1.0,
         token_keep: Tensor | None = None,
+        attribute_dimension: int | None = None,
     ) -> dict[str, Tensor]:
         """Encode, reparameterise, decode with teacher forcing or scheduled sampling.
 
         Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
         scheduled sampling with probability `sampling_probability` (the Flax model's
         rule). `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
+        With an adversary, `adversary_prediction` [B] is its prediction from z without
+        `attribute_dimension` (the regularised one, if any), through the gradient reversal.
         """
         cfg = self.cfg
         tokens = self._check_tokens(tokens)
@@ -366,6 +395,8 @@ class MusicVAE(nn.Module):
             z = mu + sigma * eps.to(mu.dtype)
         z_dec = self.decoder_code(z, condition)
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
+        if cfg.adversary_hidden:
+            result["adversary_prediction"] = self.predict_attribute(z, attribute_dimension)
         if token_keep is not None:
             token_keep = _check_float("token_keep", token_keep, (B, T), f"[B={B}, T={T}]")
             token_keep = token_keep.to(z_dec.dtype)
@@ -391,6 +422,16 @@ class MusicVAE(nn.Module):
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
         return result
+
+    def predict_attribute(self, z: Tensor, attribute_dimension: int | None) -> Tensor:
+        """The adversary's prediction [B] from z's encoded dimensions with
+        `attribute_dimension` zeroed, through the gradient reversal."""
+        rest = z[:, : self.cfg.head_size]
+        if attribute_dimension is not None:
+            keep = torch.ones(rest.shape[1], dtype=rest.dtype, device=rest.device)
+            keep[attribute_dimension] = 0.0
+            rest = rest * keep
+        return self.adversary(_ReverseGradient.apply(rest))
 
     @torch.no_grad()
     def generate(

@@ -115,6 +115,7 @@ def train_step(
         gumbel=gumbel,
         temperature=sampling_cfg.temperature,
         token_keep=token_keep,
+        attribute_dimension=loss_cfg.regularised_dimension,
     )
     loss, metrics = elbo_loss(
         out["logits"],
@@ -127,6 +128,7 @@ def train_step(
         mask=batch.get("mask"),
         z=out["z"],
         attribute=batch.get("attribute"),
+        adversary_prediction=out.get("adversary_prediction"),
     )
     loss.backward()
     grad_norm = clip_gradients(model, optim_cfg)

@@ -153,6 +153,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="decode-encode rounds of the generated and edited melodies of the control measures",
     )
     p.add_argument(
+        "--probe-windows",
+        type=int,
+        default=8000,
+        help="training windows the code probe (danceability left in the rest of mu) is fitted on",
+    )
+    p.add_argument(
         "--values",
         type=_values,
         default=(),
@@ -358,6 +364,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         values=args.values,
         seed=args.seed,
         refine=args.refine,
+        probe_windows=args.probe_windows,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)
     print(paths["table"].read_text(), end="")

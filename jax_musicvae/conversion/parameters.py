@@ -55,7 +55,7 @@ def torch_key(path: tuple[str, ...], config: ModelConfig) -> str:
         }[tuple(owner)]
         return f"{prefix}.{RNN_NAMES[leaf]}_{layer}{suffix}"
     name = "weight" if leaf == "kernel" else leaf
-    if tuple(modules) in (("encoder", "mu"), ("encoder", "sigma")):
+    if tuple(modules) in (("encoder", "mu"), ("encoder", "sigma")) or modules[0] == "adversary":
         return f"{'.'.join(modules)}.{name}"
     return f"{'.'.join(modules)}.0.{name}"
 
