@@ -59,12 +59,12 @@ def reverse_gradient(x: jax.Array) -> jax.Array:
 reverse_gradient.defvjp(lambda x: (x, None), lambda _, g: (-g,))
 
 
-def adversary_input(z: jax.Array, head_size: int, hidden: int | None) -> jax.Array:
-    """What the adversary reads: z's encoded dimensions with dimension `hidden` zeroed,
+def adversary_input(z: jax.Array, head_size: int, skipped: int | None) -> jax.Array:
+    """What the adversary reads: z's encoded dimensions with dimension `skipped` zeroed,
     through the gradient reversal."""
     z = z[:, :head_size]
-    if hidden is not None:
-        z = z * (jnp.arange(head_size) != hidden).astype(z.dtype)
+    if skipped is not None:
+        z = z * (jnp.arange(head_size) != skipped).astype(z.dtype)
     return reverse_gradient(z)
 
 

@@ -14,6 +14,7 @@ checkpoint therefore computes the same updates as one that never stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -302,6 +303,9 @@ class _Loaders:
             worker_count=config.data.worker_count,
             danceability=config.data.danceability,
         )
+        self.train_source = WindowSource(
+            data_dir, config.data.train_split, config.data.danceability
+        )
         self.train_loader = make_loader(
             data_dir, config.data.train_split, seed=train.seed, shuffle=True, **common
         )
@@ -329,7 +333,17 @@ class _Loaders:
                 f"checkpoint holds loader positions of {len(states)} processes, this run has "
                 f"{jax.process_count()}; resume on the same number of hosts"
             )
-        self.iterator.set_state(states[jax.process_index()].encode())
+        state = json.loads(states[jax.process_index()])
+        source = self.train_source
+        if state.get("data_source") == source.path_repr():  # saved before content names
+            state["data_source"] = repr(source)
+        if state.get("data_source") != repr(source):
+            raise TrainingError(
+                f"the checkpoint's data-loader position belongs to {state.get('data_source')}, "
+                f"this run reads {source!r}: resume with the dataset the run was trained on "
+                "(--data; it may have moved, not changed)"
+            )
+        self.iterator.set_state(json.dumps(state, indent=4).encode())
 
 
 def _save(

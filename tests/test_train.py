@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,23 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(reference, train_dataset, tmp
     assert_trees_equal(resumed["params"], summary["params"])
     steps = [r["step"] for r in records(tmp_path) if r["split"] == "train"]
     assert steps == list(range(1, 9))
+
+
+def test_resume_after_the_dataset_moved_and_not_with_another(reference, train_dataset, tmp_path):
+    config, summary, _ = reference
+    first = dataclasses.replace(config, train=dataclasses.replace(config.train, num_steps=5))
+    shutil.copytree(train_dataset, tmp_path / "data")
+    workdir = tmp_path / "run"
+    train(first, tmp_path / "data", workdir)
+    (tmp_path / "data").rename(tmp_path / "moved")
+    other = shutil.copytree(train_dataset, tmp_path / "other")  # its content named otherwise
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "content_hash": "0" * 64}))
+    with pytest.raises(TrainingError, match="resume with the dataset the run was trained on"):
+        train(config, other, workdir, resume=True)
+    resumed = train(config, tmp_path / "moved", workdir, resume=True)
+    assert resumed["step"] == 8
+    assert_trees_equal(resumed["params"], summary["params"])
 
 
 @pytest.mark.slow
