@@ -446,7 +446,6 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
         beta_rate=0.9,
         attribute_loss="regression",
         attribute_decorrelation=0.5,
-        attribute_adversary=0.5,
     )
     optim_cfg = OptimConfig(learning_rate=3e-3, decay_rate=0.95, clip_norm=5.0)
     sampling_cfg = SamplingConfig(token_dropout=0.25)
