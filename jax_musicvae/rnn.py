@@ -2,13 +2,15 @@
 
 Weights are fused in torch's gate order (LSTM i|f|g|o, GRU r|z|n) and stored
 transposed (`w_ih [in, G*H]`, `w_hh [H, G*H]`), so converting a torch state dict
-is a transpose. The time loops are `lax.scan`s; the input projection of a whole
-sequence is one matmul outside the loop, only `h @ w_hh` runs per step, and the
-gradient is hand-written (`recurrence`): its backward loop carries only dh/dc,
-and dW_hh is one contraction over all steps after it. Both
-directions of a bidirectional layer share one scan; on a GPU the bidirectional
-LSTM encoder can run as jax.experimental.rnn's cuDNN kernel instead (opt-in). Measured
-speed effects of these choices: docs/benchmarks.md.
+is a transpose. The input projection of a whole sequence is one matmul outside
+the time loop, only `h @ w_hh` runs per step, and the gradient is hand-written
+(`recurrence`): its backward loop carries only dh/dc, and dW_hh is one contraction
+over all steps after it. The loops keep direction-major [D, T, B, .] arrays and
+write each step's activations, then its gate gradients, over the projected input
+in place, so training holds one [D, T, B, G*H] array per layer. Both directions
+of a bidirectional layer share one loop; on a GPU the bidirectional LSTM encoder
+can run as jax.experimental.rnn's cuDNN kernel instead (opt-in). Measured speed
+and memory effects of these choices: docs/benchmarks.md.
 
 A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
 """
@@ -158,24 +160,47 @@ def _scan_recurrence(
     dtype: jnp.dtype,
     w_hh: jax.Array,
     b_hh: jax.Array,
+    b_ih: jax.Array,
     x_proj: jax.Array,
     carry: Carry,
 ) -> tuple[Carry, jax.Array]:
     """The time loop of D independent layers (directions) sharing the batch.
 
-    x_proj [T, D, B, G*H] (x W_ih + b_ih), w_hh [D, H, G*H], b_hh [D, G*H], carry
-    arrays [D, B, H]. Returns (final carry, hs [T, D, B, H]).
+    x_proj [D, T, B, G*H] is x W_ih (b_ih [D, G*H] is added per step, so no biased
+    copy of x_proj exists), w_hh [D, H, G*H], b_hh [D, G*H], carry arrays [D, B, H].
+    Returns (final carry, hs [D, T, B, H]). Differentiated by XLA's autodiff of
+    `lax.scan` (over time-major copies of x_proj and hs).
     """
     w = w_hh.astype(dtype)  # cast once, not per step
 
     def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
-        carry = gates(cell, x_t, _hidden_projection(carry[0], w, b_hh, dtype), carry)
+        h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
+        carry = gates(cell, x_t + b_ih[:, None, :], h_proj, carry)
         return carry, carry[0]
 
-    return jax.lax.scan(step, carry, x_proj)
+    carry, hs = jax.lax.scan(step, carry, jnp.swapaxes(x_proj, 0, 1))
+    return carry, jnp.swapaxes(hs, 0, 1)
 
 
-Residuals = tuple[jax.Array, Carry, jax.Array, tuple[jax.Array, ...]]
+def _at(a: jax.Array, t: jax.Array) -> jax.Array:
+    """a[:, t] of a direction-major [D, T, ...] array."""
+    return jax.lax.dynamic_index_in_dim(a, t, 1, keepdims=False)
+
+
+def _put(a: jax.Array, value: jax.Array, t: jax.Array) -> jax.Array:
+    """a with a[:, t] = value (in place inside a loop)."""
+    return jax.lax.dynamic_update_index_in_dim(a, value, t, 1)
+
+
+def _time_buffer(like: jax.Array, steps: int) -> jax.Array:
+    """A [D, T, ...] buffer for per-step values shaped like `like` [D, ...]."""
+    return jnp.zeros((like.shape[0], steps, *like.shape[1:]), like.dtype)
+
+
+# Saved by the forward pass: w_hh, the initial carry, hs [D, T, B, H], the gate
+# activations [D, T, B, G*H] (LSTM i|f|g|o, GRU r|z|n; written over x_proj), and
+# LSTM: c [D, T, B, H] / GRU: h W_hn + b_hn [D, T, B, H].
+Residuals = tuple[jax.Array, Carry, jax.Array, jax.Array, jax.Array]
 
 
 def _recurrence_fwd(
@@ -183,19 +208,35 @@ def _recurrence_fwd(
     dtype: jnp.dtype,
     w_hh: jax.Array,
     b_hh: jax.Array,
+    b_ih: jax.Array,
     x_proj: jax.Array,
     carry: Carry,
 ) -> tuple[tuple[Carry, jax.Array], Residuals]:
-    """Forward pass saving only what the backward step needs: activations and states."""
+    """Forward pass saving only what the backward step needs. The loop runs over axis 1
+    of direction-major arrays, so every array keeps the layout the matmuls outside the
+    loop read ([D, T*B, .] after a free reshape); step t's activations overwrite x_proj
+    at t, which no later step reads, so they need no buffer of their own.
+
+    Each step reads the *next* step's input after its own write, from the updated
+    buffer, and carries it: the write is then the only use of the buffer a step
+    receives, so XLA updates it in place. (Read and written in the same step, XLA
+    copied the whole buffer every step: 4x slower.)"""
     w = w_hh.astype(dtype)
+    steps = x_proj.shape[1]
+    hs, extra = _time_buffer(carry[0], steps), _time_buffer(carry[0], steps)
 
-    def step(carry: Carry, x_t: jax.Array):
+    def body(t, loop):
+        carry, x_t, acts, hs, extra = loop
         h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
-        carry, saved = gate_activations(cell, x_t, h_proj, carry)
-        return carry, (carry[0], saved)
+        carry, saved = gate_activations(cell, x_t + b_ih[:, None, :], h_proj, carry)
+        acts = _put(acts, jnp.concatenate(saved[:-1], axis=-1), t)
+        x_next = _at(acts, jnp.minimum(t + 1, steps - 1))
+        return carry, x_next, acts, _put(hs, carry[0], t), _put(extra, saved[-1], t)
 
-    final, (hs, saved) = jax.lax.scan(step, carry, x_proj)
-    return (final, hs), (w_hh, carry, hs, saved)
+    final, _, acts, hs, extra = jax.lax.fori_loop(
+        0, steps, body, (carry, _at(x_proj, 0), x_proj, hs, extra)
+    )
+    return (final, hs), (w_hh, carry, hs, acts, extra)
 
 
 def _recurrence_bwd(
@@ -203,26 +244,32 @@ def _recurrence_bwd(
     dtype: jnp.dtype,
     residuals: Residuals,
     cotangents: tuple[Carry, jax.Array],
-) -> tuple[jax.Array, jax.Array, jax.Array, Carry]:
-    """Only the dh/dc recurrence runs per step; dW_hh and db_hh are one contraction
-    over all T*B rows after the loop, and the gate gradients are x_proj's gradient."""
-    w_hh, carry0, hs, saved = residuals
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, Carry]:
+    """Only the dh/dc recurrence runs per step, writing step t's gate gradients over its
+    saved activations; dW_hh, db_hh and db_ih are contractions over all T*B rows after
+    the loop, and the gate gradients are x_proj's gradient."""
+    w_hh, carry0, hs, acts, extra = residuals
     d_final, d_hs = cotangents
+    steps = hs.shape[1]
     w_t = jnp.swapaxes(w_hh, 1, 2).astype(dtype)  # [D, G*H, H]
-    h_prev = jnp.concatenate([carry0[0][None], hs[:-1]], axis=0)
 
     def back_h(d_gates_h: jax.Array) -> jax.Array:
         return jnp.einsum(
             "dbg,dgh->dbh", d_gates_h.astype(dtype), w_t, preferred_element_type=jnp.float32
         )
 
-    if cell == "lstm":
-        c_prev = jnp.concatenate([carry0[1][None], saved[4][:-1]], axis=0)
+    def before(values: jax.Array, first: jax.Array, t: jax.Array) -> jax.Array:
+        """values[:, t - 1], or the initial `first` at t = 0."""
+        return jnp.where(t == 0, first, _at(values, jnp.maximum(t - 1, 0)))
 
-        def step(d_carry, xs):
-            dh_rec, dc_next = d_carry
-            d_h, (i, f, g, o, c), c_before = xs
-            dh = d_h + dh_rec
+    if cell == "lstm":
+
+        def body(k, loop):
+            dh_rec, dc_next, acts_t, grads = loop
+            t = steps - 1 - k
+            i, f, g, o = jnp.split(acts_t, 4, axis=-1)
+            c, c_before = _at(extra, t), before(extra, carry0[1], t)
+            dh = _at(d_hs, t) + dh_rec
             tanh_c = jnp.tanh(c)
             dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
             d_gates = jnp.concatenate(
@@ -234,32 +281,45 @@ def _recurrence_bwd(
                 ],
                 axis=-1,
             )
-            return (back_h(d_gates), dc * f), d_gates
+            grads = _put(grads, d_gates, t)
+            return back_h(d_gates), dc * f, _at(grads, jnp.maximum(t - 1, 0)), grads
 
-        d_carry0, d_gates = jax.lax.scan(step, tuple(d_final), (d_hs, saved, c_prev), reverse=True)
-        d_x_proj = d_gates_h = d_gates
+        dh0, dc0, _, d_x_proj = jax.lax.fori_loop(
+            0, steps, body, (*d_final, _at(acts, steps - 1), acts)
+        )
+        d_carry0, d_gates_h = (dh0, dc0), d_x_proj
     else:
+        d_gates_h = jnp.zeros_like(acts)
 
-        def step(dh_rec, xs):
-            d_h, h_before, (r, z, n, h_n) = xs
-            dh = d_h + dh_rec[0]
+        def body(k, loop):
+            dh_rec, acts_t, grads, grads_h = loop
+            t = steps - 1 - k
+            r, z, n = jnp.split(acts_t, 3, axis=-1)
+            h_n, h_before = _at(extra, t), before(hs, carry0[0], t)
+            dh = _at(d_hs, t) + dh_rec
             dz = dh * (h_before - n) * z * (1.0 - z)
             dn = dh * (1.0 - z) * (1.0 - n * n)
             dr = dn * h_n * r * (1.0 - r)
-            d_x = jnp.concatenate([dr, dz, dn], axis=-1)
             d_h_proj = jnp.concatenate([dr, dz, dn * r], axis=-1)
-            return (dh * z + back_h(d_h_proj),), (d_x, d_h_proj)
+            grads = _put(grads, jnp.concatenate([dr, dz, dn], axis=-1), t)
+            acts_before = _at(grads, jnp.maximum(t - 1, 0))
+            return dh * z + back_h(d_h_proj), acts_before, grads, _put(grads_h, d_h_proj, t)
 
-        d_carry0, (d_x_proj, d_gates_h) = jax.lax.scan(
-            step, tuple(d_final), (d_hs, h_prev, saved), reverse=True
+        dh0, _, d_x_proj, d_gates_h = jax.lax.fori_loop(
+            0, steps, body, (d_final[0], _at(acts, steps - 1), acts, d_gates_h)
         )
+        d_carry0 = (dh0,)
+    h_prev = jnp.concatenate([carry0[0][:, None], hs[:, :-1]], axis=1)
+    rows = d_gates_h.shape[0], -1, d_gates_h.shape[-1]  # [D, T*B, G*H]: a free reshape
+    d_gates_rows = d_gates_h.reshape(rows)
     d_w_hh = jnp.einsum(
-        "tdbh,tdbg->dhg",
-        h_prev.astype(dtype),
-        d_gates_h.astype(dtype),
+        "dnh,dng->dhg",
+        h_prev.reshape(*rows[:2], h_prev.shape[-1]).astype(dtype),
+        d_gates_rows.astype(dtype),
         preferred_element_type=jnp.float32,
     )
-    return d_w_hh, d_gates_h.sum(axis=(0, 2)), d_x_proj, d_carry0
+    d_b_ih = d_x_proj.reshape(rows[0], -1, d_x_proj.shape[-1]).sum(axis=1)
+    return d_w_hh, d_gates_rows.sum(axis=1), d_b_ih, d_x_proj, d_carry0
 
 
 recurrence = jax.custom_vjp(_scan_recurrence, nondiff_argnums=(0, 1))
@@ -278,14 +338,14 @@ def time_loop(
     dtype: jnp.dtype,
     w_hh: jax.Array,
     b_hh: jax.Array,
+    b_ih: jax.Array,
     x_proj: jax.Array,
     carry: Carry,
     gradient: str = "custom",
 ) -> tuple[Carry, jax.Array]:
     """The recurrence used by the teacher-forced paths (see `recurrence`)."""
-    if gradient == "autodiff":
-        return _scan_recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
-    return recurrence(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
+    loop = _scan_recurrence if gradient == "autodiff" else recurrence
+    return loop(cell, jnp.dtype(dtype), w_hh, b_hh, b_ih, x_proj, carry)
 
 
 def run_layer(
@@ -301,17 +361,19 @@ def run_layer(
 
     With `projected`, xs is already x W_ih + b_ih [T, B, G*H].
     """
-    x_proj = xs if projected else input_projection(p, xs, dtype)
+    x_proj = xs if projected else matmul(xs, p["w_ih"], dtype)
+    b_ih = jnp.zeros_like(p["b_ih"]) if projected else p["b_ih"]
     carry, ys = time_loop(
         cell,
         dtype,
         p["w_hh"][None],
         p["b_hh"][None],
-        x_proj[:, None],
+        b_ih[None],
+        x_proj[None],
         tuple(a[None] for a in carry),
         gradient,
     )
-    return tuple(a[0] for a in carry), ys[:, 0]
+    return tuple(a[0] for a in carry), ys[0]
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -373,31 +435,29 @@ def run_bidirectional_layer(
     dtype: jnp.dtype,
     gradient: str = "custom",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Both directions of one layer in a single scan over time-major xs [T, B, in].
+    """Both directions of one layer in a single loop over time-major xs [T, B, in].
 
     The fwd/bwd weights are stacked on a leading axis of 2 and the backward input
     is flipped in time, so each step is one batched matmul [2, B, H] x [2, H, G*H]:
-    half the sequential steps of two scans. Everything stays time-major: the input
-    is flipped before its projection (it is narrower than G*H), and the projection
-    comes out of the matmul as [2, T*B, G*H], so putting the direction axis second
-    moves whole [B, G*H] blocks. Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
+    half the sequential steps of two loops. The input is flipped before its
+    projection (it is narrower than G*H), and the projection comes out of the matmul
+    as [2, T*B, G*H], the direction-major layout the recurrence keeps, so nothing
+    wide is transposed. Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
     """
     steps, batch = xs.shape[:2]
     w = {name: jnp.stack([layer["fwd"][name], layer["bwd"][name]]) for name in layer["fwd"]}
     both = jnp.stack([xs, jnp.flip(xs, axis=0)]).reshape(2, steps * batch, xs.shape[-1])
-    proj = (
-        jnp.einsum(
-            "dni,dig->dng",
-            both.astype(dtype),
-            w["w_ih"].astype(dtype),
-            preferred_element_type=jnp.float32,
-        )
-        + w["b_ih"][:, None, :]
-    )
-    proj = jnp.swapaxes(proj.reshape(2, steps, batch, -1), 0, 1)  # [T, 2, B, G*H]
+    proj = jnp.einsum(
+        "dni,dig->dng",
+        both.astype(dtype),
+        w["w_ih"].astype(dtype),
+        preferred_element_type=jnp.float32,
+    ).reshape(2, steps, batch, -1)  # [2, T, B, G*H]; b_ih is added inside the loop
     carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
-    carry, ys = time_loop(cell, dtype, w["w_hh"], w["b_hh"], proj, carry, gradient)  # [T,2,B,H]
-    outputs = jnp.concatenate([ys[:, 0], jnp.flip(ys[:, 1], axis=0)], axis=-1)
+    carry, ys = time_loop(
+        cell, dtype, w["w_hh"], w["b_hh"], w["b_ih"], proj, carry, gradient
+    )  # ys [2, T, B, H]
+    outputs = jnp.concatenate([ys[0], jnp.flip(ys[1], axis=0)], axis=-1)
     return carry[0][0], carry[0][1], outputs
 
 

@@ -15,25 +15,26 @@ from jax_musicvae import rnn
 def _problem(cell: str, directions: int, seed: int = 0):
     steps, batch, hidden = 9, 3, 6
     width = rnn.gate_count(cell) * hidden
-    keys = jax.random.split(jax.random.PRNGKey(seed), 7)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 8)
     w_hh = 0.6 * jax.random.normal(keys[0], (directions, hidden, width))
     b_hh = 0.6 * jax.random.normal(keys[1], (directions, width))
-    x_proj = jax.random.normal(keys[2], (steps, directions, batch, width))
+    b_ih = 0.6 * jax.random.normal(keys[7], (directions, width))
+    x_proj = jax.random.normal(keys[2], (directions, steps, batch, width))
     carry = tuple(
         jax.random.normal(keys[3 + k], (directions, batch, hidden))
         for k in range(rnn.carry_size(cell))
     )
-    output_weights = jax.random.normal(keys[6], (steps, directions, batch, hidden))
-    return (w_hh, b_hh, x_proj, carry), output_weights
+    output_weights = jax.random.normal(keys[6], (directions, steps, batch, hidden))
+    return (w_hh, b_hh, b_ih, x_proj, carry), output_weights
 
 
 def _gradients(loop, cell: str, dtype, args, output_weights):
-    def loss(w_hh, b_hh, x_proj, carry):
-        final, hs = loop(cell, jnp.dtype(dtype), w_hh, b_hh, x_proj, carry)
+    def loss(w_hh, b_hh, b_ih, x_proj, carry):
+        final, hs = loop(cell, jnp.dtype(dtype), w_hh, b_hh, b_ih, x_proj, carry)
         # Cotangents reach both the outputs and every part of the final carry.
         return jnp.sum(hs * output_weights) + sum(jnp.sum(jnp.sin(a)) for a in final)
 
-    return jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+    return jax.grad(loss, argnums=(0, 1, 2, 3, 4))(*args)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -42,7 +43,7 @@ def test_custom_gradient_matches_autodiff(cell: str, directions: int) -> None:
     args, output_weights = _problem(cell, directions)
     expected = _gradients(rnn._scan_recurrence, cell, jnp.float32, args, output_weights)
     got = _gradients(rnn.recurrence, cell, jnp.float32, args, output_weights)
-    names = ["w_hh", "b_hh", "x_proj"] + [f"carry[{k}]" for k in range(len(args[3]))]
+    names = ["w_hh", "b_hh", "b_ih", "x_proj"] + [f"carry[{k}]" for k in range(len(args[4]))]
     for name, want, have in zip(
         names, jax.tree.leaves(expected), jax.tree.leaves(got), strict=True
     ):
