@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_musicvae import rnn
+from jax_musicvae import rnn, schedules
 from jax_musicvae.atomic import atomic_write
 from jax_musicvae.config import (
     LossConfig,
@@ -47,10 +47,18 @@ NOTES = {
     "torch-compile": "torch.compile(model); nn.LSTM/GRU stay eager (dynamo graph break)",
 }
 
-# Variants of a jax_musicvae/configs/ file, for the GRU and conditioned figures and the smoke test.
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "bench_small_gru": ("bench_small", {"cell": "gru"}),
-    "bench_small_cond": ("bench_small", {"conditioning": "decoder"}),
+# Variants of a jax_musicvae/configs/ file: (base, model changes, sampling or None to
+# keep the base's), for the GRU, conditioned and scheduled-sampling figures and the
+# smoke test.
+SCHEDULED = SamplingConfig(schedule="constant", rate=0.5)  # mid-schedule: half fed back
+VARIANTS: dict[str, tuple[str, dict[str, Any], SamplingConfig | None]] = {
+    "bench_small_gru": ("bench_small", {"cell": "gru"}, None),
+    "bench_small_cond": ("bench_small", {"conditioning": "decoder"}, None),
+    "mel_2bar_small": (
+        "mel_2bar",
+        {"encoder_hidden": 512, "decoder_hidden": 512, "latent_size": 256},
+        SCHEDULED,
+    ),
     "tiny": (
         "bench_small",
         {
@@ -61,6 +69,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "steps_per_bar": 4,
             "input_depth": 13,
         },
+        None,
+    ),
+    "tiny_scheduled": (
+        "mel_2bar",
+        {
+            "encoder_hidden": 16,
+            "decoder_hidden": 16,
+            "latent_size": 8,
+            "steps_per_bar": 8,
+            "input_depth": 13,
+        },
+        SCHEDULED,
     ),
 }
 
@@ -100,21 +120,23 @@ class Record:
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """What a case needs from an experiment: the model and its loss and optimiser."""
+    """What a case needs from an experiment: the model, its loss and optimiser, and
+    what the decoder is fed (teacher forcing, scheduled sampling, token dropout)."""
 
     model: ModelConfig
     loss: LossConfig
     optim: OptimConfig
+    sampling: SamplingConfig = SamplingConfig()
 
 
 def bench_config(name: str) -> BenchConfig:
     """`jax_musicvae/configs/<name>.py` through the experiment loader, or a variant in VARIANTS."""
     from jax_musicvae.experiment import load_config
 
-    base, changes = VARIANTS.get(name, (name, {}))
+    base, changes, sampling = VARIANTS.get(name, (name, {}, None))
     experiment = load_config(base)
     model = replace_checked(experiment.model, **changes)
-    return BenchConfig(model, experiment.loss, experiment.optim)
+    return BenchConfig(model, experiment.loss, experiment.optim, sampling or experiment.sampling)
 
 
 # -- analytic FLOP count ----------------------------------------------------------------
@@ -302,19 +324,32 @@ def device_name(framework: str, use_gpu: bool) -> str:
 
 @dataclasses.dataclass
 class Inputs:
-    """One batch shared by every framework (numpy, float32 / int32)."""
+    """One batch and its noise, shared by every framework (numpy, float32 / int32)."""
 
     tokens: np.ndarray
     condition: np.ndarray | None
     eps: np.ndarray
+    choose_noise: np.ndarray | None = None  # scheduled sampling: U[0, 1) [B, T]
+    gumbel: np.ndarray | None = None  # scheduled sampling: Gumbel(0, 1) [B, T, D]
+    token_keep: np.ndarray | None = None  # token dropout: 1 keep, 0 drop [B, T]
 
 
-def make_inputs(c: ModelConfig, batch: int, seed: int) -> Inputs:
+def make_inputs(
+    c: ModelConfig, batch: int, seed: int, sampling: SamplingConfig | None = None
+) -> Inputs:
+    sampling = sampling or SamplingConfig()
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, c.input_depth, (batch, c.sequence_length)).astype(np.int32)
     condition = rng.random(batch).astype(np.float32) if c.uses_condition else None
     eps = rng.standard_normal((batch, c.z_size)).astype(np.float32)
-    return Inputs(tokens, condition, eps)
+    inputs = Inputs(tokens, condition, eps)
+    shape = (batch, c.sequence_length)
+    if sampling.schedule != "teacher_forcing":
+        inputs.choose_noise = rng.random(shape).astype(np.float32)
+        inputs.gumbel = rng.gumbel(size=(*shape, c.input_depth)).astype(np.float32)
+    if sampling.token_dropout > 0.0:
+        inputs.token_keep = (rng.random(shape) >= sampling.token_dropout).astype(np.float32)
+    return inputs
 
 
 Runner = Callable[[], None]
@@ -343,15 +378,21 @@ def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu:
     batch = {"tokens": jax.device_put(inputs.tokens, device)}
     if condition is not None:
         batch["condition"] = condition
-    noise = steps.Noise(jax.device_put(inputs.eps, device))
-    loss, sampling = bc.loss, SamplingConfig()
+    noise = steps.Noise(
+        *(
+            None if a is None else jax.device_put(a, device)
+            for a in (inputs.eps, inputs.choose_noise, inputs.gumbel, inputs.token_keep)
+        )
+    )
+    loss, sampling = bc.loss, bc.sampling
     step = jax.jit(
         steps.train_step,
         static_argnames=("model", "loss", "sampling"),
         donate_argnums=(0,),
     )
     box = [steps.create_state(c, bc.optim, params)]
-    beta, probability = jnp.float32(loss.max_beta), jnp.float32(0.0)
+    beta = jnp.float32(loss.max_beta)
+    probability = jnp.float32(schedules.sampling_probability(0, sampling))
 
     def train() -> None:
         state, metrics = step(
@@ -387,6 +428,14 @@ def torch_runner(
     if inputs.condition is not None:
         condition = torch.tensor(inputs.condition, device=device)
     eps = torch.tensor(inputs.eps, device=device)
+    noise = {
+        name: None if value is None else torch.tensor(value, device=device)
+        for name, value in (
+            ("choose_noise", inputs.choose_noise),
+            ("gumbel", inputs.gumbel),
+            ("token_keep", inputs.token_keep),
+        )
+    }
     sync = torch.cuda.synchronize if use_gpu else (lambda: None)
     if mode == "sample":
         model.eval()
@@ -399,13 +448,12 @@ def torch_runner(
 
     optimizer = torch_train.make_optimizer(model, bc.optim)
     module = torch.compile(model) if compiled else model
-    loss, optim, sampling = bc.loss, bc.optim, SamplingConfig()
     batch = {"tokens": tokens, "condition": condition}
     counter = [0]
 
     def train() -> None:
         torch_train.train_step(
-            module, optimizer, batch, counter[0], loss, optim, sampling, eps
+            module, optimizer, batch, counter[0], bc.loss, bc.optim, bc.sampling, eps, **noise
         )  # returns python floats: the step has finished on the device
         counter[0] += 1
         sync()
@@ -468,7 +516,7 @@ def bench_case(
     """
     c = bc.model
     params, state_dict = weights
-    inputs = make_inputs(c, batch, seed)
+    inputs = make_inputs(c, batch, seed, bc.sampling)
     runners: dict[str, Runner] = {}
     timings: dict[str, Timing] = {}
     for framework in frameworks:

@@ -28,7 +28,8 @@ FIELDS = {
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = ["bench", "--config", "tiny", "--batch", "3", "--repeats", "2", "--out", str(out)]
+    argv = ["bench", "--config", "tiny,tiny_scheduled", "--batch", "3", "--repeats", "2"]
+    argv += ["--out", str(out)]
     code = main([*argv, "--frameworks", "jax,torch", "--device", "cpu"])
     return code, out
 
@@ -45,11 +46,16 @@ def test_writes_json_table_and_chart(run):
 def test_records_are_sane(run):
     _, out = run
     records = json.loads((out / "bench.json").read_text())
-    cases = {(r["framework"], r["mode"]) for r in records}
-    assert cases == {("jax", "train"), ("torch", "train"), ("jax", "sample"), ("torch", "sample")}
+    cases = {(r["config"], r["framework"], r["mode"]) for r in records}
+    assert cases == {
+        (config, framework, mode)
+        for config in ("tiny", "tiny_scheduled")
+        for framework in ("jax", "torch")
+        for mode in ("train", "sample")
+    }
     for r in records:
         assert set(r) >= FIELDS
-        assert r["config"] == "tiny" and r["batch"] == 3
+        assert r["batch"] == 3
         assert len(r["step_times_s"]) == 2
         assert r["min_step_s"] <= r["median_step_s"] <= r["max_step_s"]
         assert r["examples_per_s"] == pytest.approx(3 / r["median_step_s"])
@@ -73,6 +79,23 @@ def test_flop_count_matches_hand_count():
     forward = encoder + core + conductor + dense + output
     assert bench.flop_count(c, 64, "train") == 3 * forward
     assert bench.flop_count(c, 64, "sample") == forward - encoder - 2 * 64 * 512 * 128 * 2
+
+
+def test_inputs_carry_the_noise_the_config_needs():
+    """Scheduled sampling needs choice and Gumbel noise, token dropout its mask; both
+    frameworks get the same arrays."""
+    scheduled = bench.bench_config("tiny_scheduled")
+    assert scheduled.sampling.schedule == "constant" and scheduled.sampling.rate == 0.5
+    inputs = bench.make_inputs(scheduled.model, 4, 0, scheduled.sampling)
+    steps = scheduled.model.sequence_length
+    assert inputs.choose_noise.shape == (4, steps)
+    assert inputs.gumbel.shape == (4, steps, scheduled.model.input_depth)
+    assert inputs.token_keep is None
+    plain = bench.bench_config("tiny")
+    assert bench.make_inputs(plain.model, 4, 0, plain.sampling).gumbel is None
+    dropout = bench.bench_config("cpu_small").sampling
+    keep = bench.make_inputs(plain.model, 400, 0, dropout).token_keep
+    assert abs(float(keep.mean()) - (1.0 - dropout.token_dropout)) < 0.05
 
 
 def test_unknown_config_and_framework_fail_cleanly(tmp_path):
