@@ -13,12 +13,13 @@ measured with JAX in the same run (docs/benchmarks.md).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,7 +101,7 @@ class Record:
     spread: float  # (max - min) / median of the timed steps
     step_times_s: list[float]
     compile_s: float
-    peak_mem_mb: float
+    peak_mem_mb: float  # a warm step's working memory (CPU: measured in its own process)
     peak_rss_mb: float
     flops_per_step: float
     achieved_flops: float
@@ -110,6 +111,7 @@ class Record:
     load_avg: tuple[float, float, float]
     machine: dict[str, Any] = dataclasses.field(default_factory=dict)
     torch_flush_denormal: bool | None = None  # torch CPU flush-to-zero (XLA always flushes)
+    retained_mb: float | None = None  # CPU: what the first step left resident
     speedup_vs_torch: float | None = None  # median examples/s over torch eager's
     speedup_vs_torch_min: float | None = None  # the same from the fastest steps
     notes: str = ""
@@ -226,9 +228,48 @@ def reset_peak_rss() -> bool:
         return False
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def return_freed_blocks(threshold: int = 1 << 20) -> bool:
+    """Make glibc return every freed block of `threshold` bytes or more to the kernel.
+
+    By default glibc raises its mmap threshold (up to 32 MB) each time a large block
+    is freed and keeps later blocks of that size in its heap, so freed buffers stay
+    resident and a step's rise of the RSS under-reports its working memory. False
+    where there is no glibc `mallopt`.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(
+            libc.mallopt(M_MMAP_THRESHOLD, threshold) and libc.mallopt(M_TRIM_THRESHOLD, threshold)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def rss_mb() -> float:
     kb = _status_kb("VmRSS")
     return 0.0 if kb is None else kb / 1024.0
+
+
+def settled_rss_mb(timeout_s: float = 3.0) -> float:
+    """The RSS once it stops falling: JAX frees a step's buffers on another thread
+    after the step has returned, so the RSS right after a step still holds them."""
+    deadline, last = time.perf_counter() + timeout_s, rss_mb()
+    while time.perf_counter() < deadline:
+        time.sleep(0.05)
+        now = rss_mb()
+        if now > last - 1.0:
+            return now
+        last = now
+    return last
 
 
 def peak_rss_mb() -> float:
@@ -470,15 +511,12 @@ class Timing:
     steps_s: list[float] = dataclasses.field(default_factory=list)
     peak_mem_mb: float = 0.0
     peak_rss_mb: float = 0.0
+    retained_mb: float | None = None
 
 
-def _timed(runner: Runner, framework: str, use_gpu: bool, timing: Timing, record: bool) -> None:
-    """Run one step; add its time and memory to `timing` (only the time if not `record`)."""
-    torch = importlib.import_module("torch") if framework != "jax" else None
-    if use_gpu and torch is not None:
-        torch.cuda.reset_peak_memory_stats()
+def _timed(runner: Runner, timing: Timing, record: bool) -> None:
+    """Run one step; add its time to `timing` (as the compile time if not `record`)."""
     reset_peak_rss()
-    before = rss_mb()
     start = time.perf_counter()
     runner()
     elapsed = time.perf_counter() - start
@@ -487,14 +525,69 @@ def _timed(runner: Runner, framework: str, use_gpu: bool, timing: Timing, record
         return
     timing.steps_s.append(elapsed)
     timing.peak_rss_mb = max(timing.peak_rss_mb, peak_rss_mb())
-    if use_gpu and torch is not None:
-        used = torch.cuda.max_memory_allocated() / 2**20
-    elif use_gpu:
-        stats = jax.devices("gpu")[0].memory_stats() or {}
-        used = stats.get("peak_bytes_in_use", 0) / 2**20
+
+
+@dataclasses.dataclass
+class Memory:
+    """A framework's memory for one case, measured in a process of its own (MB)."""
+
+    step_mb: float  # peak RSS of a warm step above the RSS before it
+    retained_mb: float  # what the first step left resident (compiled code, optimiser
+    # state, library caches such as torch's oneDNN GRU workspace)
+
+
+def measure_memory(name: str, framework: str, mode: str, batch: int) -> Memory:
+    """Memory of one framework's step, in a fresh process (`python -m jax_musicvae.bench`).
+
+    In the benchmark's own process the frameworks' allocators reuse each other's
+    freed heap, and glibc keeps freed blocks resident, so a rise of the RSS there
+    says little. The child process returns freed blocks of 1 MB or more to the
+    kernel from the start, builds the case, runs one step (JAX compiles; torch
+    creates its optimiser state), then measures a second one.
+    """
+    argv = [sys.executable, "-m", "jax_musicvae.bench", name, framework, mode, str(batch)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory of {name} {framework} {mode} B={batch}: {done.stderr[-2000:]}")
+    return Memory(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
+    import torch
+
+    from jax_musicvae.conversion.parameters import flax_to_torch
+    from jax_musicvae.models import init_params
+
+    return_freed_blocks()
+    torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
+    torch.set_flush_denormal(True)
+    bc = bench_config(name)
+    params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
+    inputs = make_inputs(bc.model, batch, 0, bc.sampling)
+    if framework == "jax":
+        runner = jax_runner(bc, params, inputs, mode, use_gpu=False)
     else:
-        used = peak_rss_mb() - before
-    timing.peak_mem_mb = max(timing.peak_mem_mb, used)
+        state_dict = flax_to_torch(params, bc.model)
+        runner = torch_runner(bc, state_dict, inputs, mode, False, framework == "torch-compile")
+    before_first = settled_rss_mb()
+    runner()
+    before = settled_rss_mb()
+    reset_peak_rss()
+    runner()
+    return Memory(step_mb=peak_rss_mb() - before, retained_mb=before - before_first)
+
+
+def gpu_step_memory_mb(runner: Runner, framework: str) -> float:
+    """The allocator's peak over one GPU step."""
+    if framework == "jax":
+        runner()
+        stats = jax.devices("gpu")[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 2**20
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    runner()
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def bench_case(
@@ -534,13 +627,20 @@ def bench_case(
             )
         timings[framework] = Timing()
         logger.info("%s %s %s batch %d: first step (compile)", name, mode, framework, batch)
-        _timed(runners[framework], framework, use_gpu, timings[framework], record=False)
+        _timed(runners[framework], timings[framework], record=False)
     for _ in range(warmup):
         for runner in runners.values():
             runner()
+    for framework, runner in runners.items():
+        if use_gpu:
+            timings[framework].peak_mem_mb = gpu_step_memory_mb(runner, framework)
+        else:
+            memory = measure_memory(name, framework, mode, batch)
+            timings[framework].peak_mem_mb = memory.step_mb
+            timings[framework].retained_mb = memory.retained_mb
     for repeat in range(repeats):
         for framework, runner in runners.items():
-            _timed(runner, framework, use_gpu, timings[framework], record=True)
+            _timed(runner, timings[framework], record=True)
             logger.info(
                 "%s %s %s batch %d repeat %d: %.3fs",
                 name,
@@ -569,6 +669,7 @@ def bench_case(
                 step_times_s=timing.steps_s,
                 compile_s=timing.first_s,
                 peak_mem_mb=timing.peak_mem_mb,
+                retained_mb=timing.retained_mb,
                 peak_rss_mb=timing.peak_rss_mb,
                 flops_per_step=flops,
                 achieved_flops=achieved,
@@ -749,3 +850,12 @@ def write_outputs(records: Sequence[Record], out: Path) -> str:
     atomic_write(out / "bench.md", table + "\n")
     bar_chart(records, out / "bench.png")
     return table
+
+
+if __name__ == "__main__":  # the child process of `measure_memory`
+    config, framework_name, mode_name, batch_size = sys.argv[1:5]
+    print(
+        json.dumps(
+            dataclasses.asdict(_memory_child(config, framework_name, mode_name, int(batch_size)))
+        )
+    )

@@ -289,26 +289,30 @@ def _recurrence_bwd(
         )
         d_carry0, d_gates_h = (dh0, dc0), d_x_proj
     else:
-        d_gates_h = jnp.zeros_like(acts)
 
         def body(k, loop):
-            dh_rec, acts_t, grads, grads_h = loop
+            dh_rec, acts_t, h_n, grads, grads_n = loop
             t = steps - 1 - k
             r, z, n = jnp.split(acts_t, 3, axis=-1)
-            h_n, h_before = _at(extra, t), before(hs, carry0[0], t)
             dh = _at(d_hs, t) + dh_rec
-            dz = dh * (h_before - n) * z * (1.0 - z)
+            dz = dh * (before(hs, carry0[0], t) - n) * z * (1.0 - z)
             dn = dh * (1.0 - z) * (1.0 - n * n)
             dr = dn * h_n * r * (1.0 - r)
-            d_h_proj = jnp.concatenate([dr, dz, dn * r], axis=-1)
+            d_h = back_h(jnp.concatenate([dr, dz, dn * r], axis=-1))
+            # Step t's gradients go over its activations (d x_proj = dr|dz|dn) and over
+            # its h W_hn + b_hn (dn * r, the n block of d(h W_hh)).
             grads = _put(grads, jnp.concatenate([dr, dz, dn], axis=-1), t)
-            acts_before = _at(grads, jnp.maximum(t - 1, 0))
-            return dh * z + back_h(d_h_proj), acts_before, grads, _put(grads_h, d_h_proj, t)
+            grads_n = _put(grads_n, dn * r, t)
+            t_next = jnp.maximum(t - 1, 0)
+            return dh * z + d_h, _at(grads, t_next), _at(grads_n, t_next), grads, grads_n
 
-        dh0, _, d_x_proj, d_gates_h = jax.lax.fori_loop(
-            0, steps, body, (d_final[0], _at(acts, steps - 1), acts, d_gates_h)
+        last = steps - 1
+        dh0, _, _, d_x_proj, d_n = jax.lax.fori_loop(
+            0, steps, body, (d_final[0], _at(acts, last), _at(extra, last), acts, extra)
         )
         d_carry0 = (dh0,)
+        hidden = d_n.shape[-1]
+        d_gates_h = jnp.concatenate([d_x_proj[..., : 2 * hidden], d_n], axis=-1)
     h_prev = jnp.concatenate([carry0[0][:, None], hs[:, :-1]], axis=1)
     rows = d_gates_h.shape[0], -1, d_gates_h.shape[-1]  # [D, T*B, G*H]: a free reshape
     d_gates_rows = d_gates_h.reshape(rows)
