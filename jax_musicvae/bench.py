@@ -60,6 +60,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], SamplingConfig | None]] = {
         {"encoder_hidden": 512, "decoder_hidden": 512, "latent_size": 256},
         SCHEDULED,
     ),
+    "mel_2bar_small_remat": (
+        "mel_2bar",
+        {
+            "encoder_hidden": 512,
+            "decoder_hidden": 512,
+            "latent_size": 256,
+            "remat_scheduled_steps": True,
+        },
+        SCHEDULED,
+    ),
     "tiny": (
         "bench_small",
         {
@@ -764,7 +774,8 @@ def run_benchmark(
 
 def markdown_table(records: Sequence[Record]) -> str:
     """One row per record; `x torch` is median examples/s over torch eager's in the same
-    case, `x torch (min)` the same ratio from each framework's fastest step."""
+    case, `x torch (min)` the same ratio from each framework's fastest step; `peak MB`
+    a warm step's working memory, `kept MB` what the first step left resident."""
     header = (
         "config",
         "mode",
@@ -777,6 +788,7 @@ def markdown_table(records: Sequence[Record]) -> str:
         "spread",
         "compile s",
         "peak MB",
+        "kept MB",
         "GFLOP/s",
         "% matmul peak",
         "load",
@@ -797,6 +809,7 @@ def markdown_table(records: Sequence[Record]) -> str:
             f"{100 * r.spread:.0f}%",
             f"{r.compile_s:.1f}",
             f"{r.peak_mem_mb:.0f}",
+            "" if r.retained_mb is None else f"{r.retained_mb:.0f}",
             f"{r.achieved_flops / 1e9:.1f}",
             f"{100 * r.flops_fraction:.0f}%",
             f"{r.load_avg[0]:.1f}",

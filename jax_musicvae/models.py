@@ -328,6 +328,8 @@ class Decoder(nn.Module):
             return (carries, jax.nn.one_hot(sampled, depth)), (logits, sampled)
 
         initial = (carries, jnp.zeros((rows, depth), jnp.float32))
+        if cfg.remat_scheduled_steps:
+            step = jax.checkpoint(step)
         _, (logits, sampled) = jax.lax.scan(step, initial, time_major)
         return {
             "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, cfg.sequence_length, depth),

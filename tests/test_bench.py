@@ -60,7 +60,7 @@ def test_records_are_sane(run):
         assert r["min_step_s"] <= r["median_step_s"] <= r["max_step_s"]
         assert r["examples_per_s"] == pytest.approx(3 / r["median_step_s"])
         assert 0 < r["flops_fraction"] < 10
-        assert r["compile_s"] > 0 and r["peak_mem_mb"] >= 0
+        assert r["compile_s"] > 0 and r["peak_mem_mb"] >= 0 and r["retained_mb"] is not None
         assert r["device"].startswith(("jax:cpu", "torch:cpu"))
         if r["framework"] == "torch":
             assert r["speedup_vs_torch"] == pytest.approx(1.0)
