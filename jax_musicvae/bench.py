@@ -1,13 +1,14 @@
-"""Side-by-side throughput of the Flax model and the torch reference (issue 7).
+"""Side-by-side throughput of the Flax model and the torch reference (issues 7, 14).
 
-Everything runs in one process and the frameworks are *alternated* step by step,
-so drift in machine load hits all of them alike; figures are medians over several
-repeats. The first step's time is reported as compile time; then each framework
-runs `warmup` more untimed steps (JAX's first step after compiling is 1.4-2.4x
-slower than the rest on CPU, as memory is first touched). Both frameworks get the
-same weights (converted once) and the same batches. The achieved FLOP/s comes
-from the analytic count in `flop_count` and is divided by a float32 matmul peak
-measured with JAX in the same run (docs/benchmarks.md).
+The timed steps run in one process and the frameworks are *alternated* step by
+step, so drift in machine load hits all of them alike; figures are medians over
+several repeats. The first step's time is reported as compile time; then each
+framework runs `warmup` more untimed steps (JAX's first step after compiling is
+1.4-2.4x slower than the rest on CPU, as memory is first touched). Both frameworks
+get the same weights (converted once), the same batches and the same noise. The
+achieved FLOP/s comes from the analytic count in `flop_count` and is divided by
+the float32 matmul peak measured in the same run; CPU memory is measured in a
+fresh process per framework (`measure_memory`; docs/benchmarks.md).
 """
 
 from __future__ import annotations
