@@ -60,6 +60,7 @@ class AnalysisSettings:
     picture_windows: int = 4
     refine: int = 0  # decode-encode rounds of the control's generated and edited melodies
     probe_windows: int = 8000  # training windows the code probe (`code_probe`) is fitted on
+    emphasis: float = 1.0  # requests as median + emphasis * (c - median) (`TrainedModel`)
 
     def __post_init__(self) -> None:
         for name in (
@@ -356,6 +357,8 @@ def analyze_model(
         "conditioning": model.config.conditioning,
         "danceability_level": model.experiment.data.danceability,
         "attribute_loss": model.experiment.loss.attribute_loss,
+        "danceability_map": model.danceability_map is not None,
+        "emphasis": model.emphasis,
         **quality,
         "code_probe_rho": probe,
         "values": list(values),
@@ -501,7 +504,7 @@ def analyze(
     results, mus, colours = [], [], []
     fitted = fit_dance_classifier(data, settings.seed)
     for index, checkpoint in enumerate(checkpoints):
-        model = TrainedModel.load(checkpoint, batch_size=batch_size)
+        model = TrainedModel.load(checkpoint, batch_size=batch_size, emphasis=settings.emphasis)
         result, mu, danceability = analyze_model(
             model,
             data,

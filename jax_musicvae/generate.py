@@ -36,6 +36,7 @@ import numpy as np
 from jax_musicvae import checkpoints
 from jax_musicvae.attributes import ATTRIBUTE_FILE, COMMAND, AttributeVector
 from jax_musicvae.config import LossConfig, ModelConfig
+from jax_musicvae.danceability_map import MAP_FILE, DanceabilityMap, Use
 from jax_musicvae.data.meters import Grid, grid_named
 from jax_musicvae.data.midi_io import parse_midi, song_tokens, write_midi
 from jax_musicvae.data.representations import REPRESENTATIONS, Representation
@@ -253,11 +254,15 @@ class TrainedModel:
         *,
         batch_size: int = 64,
         attribute_vector: AttributeVector | None = None,
+        danceability_map: DanceabilityMap | None = None,
+        emphasis: float = 1.0,
         checkpoint_dir: Path | None = None,
         label: str = "model",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if emphasis <= 0:
+            raise GenerationError(f"emphasis={emphasis} must be > 0")
         self.experiment = experiment
         self.config = experiment.model
         self.representation = representation_for(self.config)
@@ -275,6 +280,8 @@ class TrainedModel:
         self.attribute_vector = attribute_vector
         if attribute_vector is not None:
             self._check_attribute(attribute_vector)
+        self.danceability_map = danceability_map
+        self.emphasis = emphasis
         self._fns = compiled(self.config, experiment.loss)
 
     # ----------------------------------------------------------------- loading
@@ -288,11 +295,14 @@ class TrainedModel:
         best: bool = False,
         batch_size: int = 64,
         attribute_vector: str | Path | None = None,
+        emphasis: float = 1.0,
     ) -> TrainedModel:
         """Load a workdir, its checkpoints/ folder or one step folder (latest step by default).
 
         The attribute vector is read from `attribute_vector` if given, else from the
-        step folder when `musicvae attribute-vector` has stored one there.
+        step folder when `musicvae attribute-vector` has stored one there; the
+        danceability map from the step folder when `musicvae danceability-map` has
+        stored one there.
         """
         directory, named = checkpoints.resolve(Path(path))
         manager = checkpoints.make_manager(directory, read_only=True, async_saves=False)
@@ -307,11 +317,14 @@ class TrainedModel:
         vector = AttributeVector.load(vector_path) if vector_path.is_file() else None
         if vector is None and attribute_vector:
             raise GenerationError(f"{attribute_vector}: no such attribute vector file")
+        map_path = step_dir / MAP_FILE
         return cls(
             experiment,
             params,
             batch_size=batch_size,
             attribute_vector=vector,
+            danceability_map=DanceabilityMap.load(map_path) if map_path.is_file() else None,
+            emphasis=emphasis,
             checkpoint_dir=step_dir,
             label=str(path),
         )
@@ -344,9 +357,15 @@ class TrainedModel:
             return True
         return conditioning == "none" and self.attribute_vector is not None
 
-    def attribute_code(self, danceability: np.ndarray) -> np.ndarray:
-        """The value of the attribute dimension that encodes `danceability` (Phi^-1(F(c)))."""
-        return gaussianise(danceability, self.experiment.loss.attribute_quantiles)
+    def attribute_code(self, danceability: np.ndarray, use: Use = "edit") -> np.ndarray:
+        """The value of the attribute dimension for a request of `danceability` [N]: from
+        the danceability map fitted for `use` (with `self.emphasis`) when the model has
+        one, else the Gaussianised request Phi^-1(F(c)) the attribute loss trained on."""
+        if self.danceability_map is not None:
+            return self.danceability_map.code(danceability, use, self.emphasis)
+        quantiles = self.experiment.loss.attribute_quantiles
+        centre = quantiles[len(quantiles) // 2]
+        return gaussianise(centre + self.emphasis * (danceability - centre), quantiles)
 
     def set_attribute_vector(self, vector: AttributeVector) -> None:
         self._check_attribute(vector)
@@ -523,12 +542,16 @@ class TrainedModel:
         danceability: float | Sequence[float] | None = None,
         temperature: float = 1.0,
         seed: int = 0,
+        refine: int = 0,
     ) -> np.ndarray:
         """Tokens [N, T] from codes z [N, z_size].
 
         `decoder`: decoded with c = danceability (default 0.5); `latent`: c replaces
         z's last dimension when given; `encoder` and `none` cannot take a request here.
+        `refine` decode-encode rounds (`_refine`) keep the dimensions that carry
+        danceability (the attribute dimension, `latent`'s c) as z has them.
         """
+        _check_rounds(refine)
         z = np.array(z, np.float32, ndmin=2)
         if z.shape[1:] != (self.config.z_size,):
             raise GenerationError(f"z has shape {z.shape}, expected [N, {self.config.z_size}]")
@@ -545,7 +568,14 @@ class TrainedModel:
             condition = _danceability_array(value, len(z))
         elif conditioning == "latent" and danceability is not None:
             z[:, -1] = _danceability_array(danceability, len(z))
-        return self._decode(z, condition, temperature, seed)
+        tokens = self._decode(z, condition, temperature, seed)
+        if not refine:
+            return tokens
+        source = _danceability_array(
+            DEFAULT_DANCEABILITY if danceability is None else danceability, len(z)
+        )
+        fixed = self._fixed_dimensions(True)
+        return self._refine(tokens, z, fixed, source, condition, temperature, seed, refine)
 
     def prior(
         self, n: int, danceability: float | Sequence[float] | None = None, seed: int = 0
@@ -567,7 +597,7 @@ class TrainedModel:
             z[:, -1] = c
         if self.attribute_dimension is not None:
             if danceability is not None:
-                z[:, self.attribute_dimension] = self.attribute_code(c)
+                z[:, self.attribute_dimension] = self.attribute_code(c, "sample")
         elif conditioning == "none" and danceability is not None:
             z = z + self.attribute_vector.shift(np.full(n, self.attribute_vector.midpoint), c)
         return z.astype(np.float32), c if conditioning == "decoder" else None
@@ -779,7 +809,7 @@ class TrainedModel:
             if self.config.uses_condition:
                 batch["condition"] = values
             if self.attribute_dimension is not None:
-                batch["attribute"] = self.attribute_code(values)
+                batch["attribute"] = gaussianise(values, self.experiment.loss.attribute_quantiles)
             rows = np.arange(start, start + len(chunk), dtype=np.int32)
             metrics = self._fns.evaluate(self.params, batch, rows, seed)
             for name, value in metrics.items():

@@ -74,3 +74,15 @@ def degaussianise(scores: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
 
     xp, fp = _cdf_knots(quantiles)
     return np.interp(ndtr(np.asarray(scores, np.float64)), fp, xp).astype(np.float32)
+
+
+def increasing_fit(values: Sequence[float]) -> np.ndarray:
+    """The least-squares non-decreasing sequence closest to `values` (isotonic
+    regression by pooling adjacent violators, equal weights)."""
+    blocks: list[list[float]] = []  # [mean, count] per pooled block
+    for value in np.asarray(values, np.float64):
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, n in blocks])

@@ -9,21 +9,26 @@
 #     z decorrelated from it (a linear Fader-style penalty);
 #   - attribute regularisation of one latent dimension on the window's own rhythm
 #     estimate: regression, regression + decorrelation, sign (AR-VAE) + decorrelation
-#     (cpu_small's default), and the two decorrelated ones again with a second seed;
+#     (cpu_small's default), and the sign one again with a second seed;
 #   - the sign model with the rest of z kept free of danceability by a kernel
-#     independence penalty, and by an adversary with gradient reversal (two seeds each);
-# then `musicvae analyze` on the shared test split (results/results.{md,json}), and again
-# with one decode-encode round of the generated and edited melodies (results_refined/).
-# Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 2000;
+#     independence penalty, and by an adversary with gradient reversal (two seeds);
+# then every attribute-regularised model again (a copy, NAME-map) with its danceability
+# map (`musicvae danceability-map`: requests turned into codes by decoding training
+# windows), and `musicvae analyze` of all of them on the shared test split:
+# results/ (decoded once), results_refined/ (one decode-encode round of the generated and
+# edited melodies), and the same two with requests emphasised EMPHASIS times (default 2)
+# around the training median (results_emphasis/, results_emphasis_refined/).
+# Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); about 8 minutes per model per core
-# at 2000 steps on this project's 2-core machines (about an hour in all with JOBS=2).
+# at 3000 steps on this project's 2-core machines (about an hour in all with JOBS=2).
 # BARS=16 runs the same experiment at the thesis's length (cpu_16bar, 16-bar windows);
 # MODELS="none ar-sign-decorrelated ..." trains and analyses only the models named.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 out="${1:?usage: scripts/danceability_analysis.sh OUT [STEPS]}"
-steps="${2:-2000}"
+out="$(realpath -m "$out")"  # OUT is relative to where the script is run, not to the repo
+cd "$(dirname "$0")/.."
+steps="${2:-3000}"
 jobs="${JOBS:-1}"
 bars="${BARS:-4}"
 case "$bars" in
@@ -40,11 +45,8 @@ fi
 # cpu_small regularises latent dimension 0 (sign loss + decorrelation, window level);
 # each recipe states all three settings, so the table does not depend on that default
 # (nor on whether it has an adversary: every model starts without one, and the
-# adversary recipes add it). The optimiser is pinned to the one the table in
-# docs/danceability-control.md was measured with (cpu_small has since moved to 4e-3
-# with beta2 0.99).
-optim="--set optim.learning_rate=2e-3 --set optim.adam_b2=0.999"
-optim="$optim --set loss.attribute_adversary=0 --set model.adversary_hidden=0"
+# adversary recipes add it). Everything else is cpu_small's (optimiser included).
+base="--set loss.attribute_adversary=0 --set model.adversary_hidden=0"
 song="--set data.danceability=song --set loss.attribute_loss=none --set loss.attribute_decorrelation=0"
 window="--set data.danceability=window --set model.conditioning=none"
 declare -A recipes=(
@@ -56,17 +58,14 @@ declare -A recipes=(
   [ar-regression]="$window --set loss.attribute_loss=regression --set loss.attribute_decorrelation=0"
   [ar-regression-decorrelated]="$window --set loss.attribute_loss=regression --set loss.attribute_decorrelation=1"
   [ar-sign-decorrelated]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1"
-  [ar-regression-decorrelated-seed1]="$window --set loss.attribute_loss=regression --set loss.attribute_decorrelation=1 --set train.seed=1"
   [ar-sign-decorrelated-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set train.seed=1"
   [ar-sign-independent]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set loss.attribute_independence=10"
-  [ar-sign-independent-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set loss.attribute_independence=10 --set train.seed=1"
   [ar-sign-adversary]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=1"
   [ar-sign-adversary-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=1 --set train.seed=1"
 )
 all=(encoder latent decoder none decoder-window-decorrelated ar-regression
-  ar-regression-decorrelated ar-sign-decorrelated ar-regression-decorrelated-seed1
-  ar-sign-decorrelated-seed1 ar-sign-independent ar-sign-independent-seed1 ar-sign-adversary
-  ar-sign-adversary-seed1)
+  ar-regression-decorrelated ar-sign-decorrelated ar-sign-decorrelated-seed1
+  ar-sign-independent ar-sign-adversary ar-sign-adversary-seed1)
 read -r -a order <<< "${MODELS:-${all[*]}}"
 for name in "${order[@]}"; do
   if [ -z "${recipes[$name]+set}" ]; then
@@ -87,7 +86,7 @@ train_one() {
   # shellcheck disable=SC2086  # the recipe is a list of --set arguments
   "${pin[@]}" musicvae train --config "$config" --data "$out/data" --workdir "$out/$name" \
     "${resume[@]}" --set name="folk$bars-$name" --set train.num_steps="$steps" \
-    --set logging.progress_bar=false $optim ${recipes[$name]} > "$out/$name.log" 2>&1
+    --set logging.progress_bar=false $base ${recipes[$name]} > "$out/$name.log" 2>&1
   echo "$out/$name: trained ($out/$name.log)"
 }
 
@@ -103,8 +102,10 @@ done
 wait
 
 # The unconditioned model twice: with the paper's attribute vector, and (a copy) with
-# the calibrated regression direction.
+# the calibrated regression direction; every attribute-regularised model twice: with
+# requests Gaussianised as in training, and (a copy) with its danceability map.
 checkpoints=()
+mapped=()
 for name in "${order[@]}"; do
   checkpoints+=("$out/$name")
   if [ "$name" = none ]; then
@@ -115,13 +116,29 @@ for name in "${order[@]}"; do
       --method regression --level window
     checkpoints+=("$out/none-regression")
   fi
+  if [[ "$name" == ar-* ]]; then
+    rm -rf "$out/$name-map"
+    cp -r "$out/$name" "$out/$name-map"
+    musicvae danceability-map --checkpoint "$out/$name-map" --data "$out/data"
+    checkpoints+=("$out/$name-map")
+    mapped+=("$out/$name-map")
+  fi
 done
 # Once as decoded, once with one decode-encode round of every generated and edited
-# melody (`--refine 1`, the default of `musicvae sample`).
-for refine in 0 1; do
-  results="$out/results"
-  [ "$refine" = 0 ] || results="$out/results_refined"
+# melody (`--refine 1`, the default of `musicvae sample`); the mapped models also with
+# emphasised requests.
+analyze() {  # RESULTS REFINE EMPHASIS CHECKPOINT...
+  local results="$1" refine="$2" emphasis="$3"
+  shift 3
   musicvae analyze --data "$out/data" --out "$results" --max-windows 512 \
-    --samples-per-value 64 --edit-windows 64 --refine "$refine" --checkpoints "${checkpoints[@]}"
+    --samples-per-value 64 --edit-windows 64 --refine "$refine" --emphasis "$emphasis" \
+    --checkpoints "$@"
   echo "table: $results/results.md (JSON: $results/results.json)"
-done
+}
+emphasis="${EMPHASIS:-2}"
+analyze "$out/results" 0 1 "${checkpoints[@]}"
+analyze "$out/results_refined" 1 1 "${checkpoints[@]}"
+if [ "${#mapped[@]}" -gt 0 ]; then
+  analyze "$out/results_emphasis" 0 "$emphasis" "${mapped[@]}"
+  analyze "$out/results_emphasis_refined" 1 "$emphasis" "${mapped[@]}"
+fi

@@ -438,9 +438,14 @@ def test_regression_vector_is_stored_with_its_calibrated_step(tmp_path, generati
 
 
 def test_quickstart_edit_writes_midi_and_picture(controlled, train_dataset, tmp_path):
-    from jax_musicvae.commands.quickstart import write_edit
+    from jax_musicvae.commands.quickstart import fit_map, write_edit
 
     model = TrainedModel.load(controlled, best=True)
+    stored = fit_map(model, train_dataset, seed=0)
+    assert model.danceability_map is not None
+    assert TrainedModel.load(controlled, best=True).danceability_map == model.danceability_map
+    assert stored["path"].endswith("danceability_map.json")
+    (model.checkpoint_dir / "danceability_map.json").unlink()  # the module's other tests
     report = write_edit(model, train_dataset, tmp_path / "edit", seed=0)
     low, high = np.quantile(WindowSource(train_dataset, "train").window_danceability, [0.1, 0.9])
     assert report["low"]["requested"] == pytest.approx(low)
@@ -451,4 +456,5 @@ def test_quickstart_edit_writes_midi_and_picture(controlled, train_dataset, tmp_
         assert 0.0 <= report[name]["measured"] <= 1.0
     assert (tmp_path / "edit" / "edit.png").read_bytes()[:4] == b"\x89PNG"
     plain = make_checkpoint(tmp_path / "plain", "none")
+    assert fit_map(TrainedModel.load(plain), train_dataset, seed=0) is None
     assert write_edit(TrainedModel.load(plain), train_dataset, tmp_path / "none", seed=0) is None

@@ -1,4 +1,5 @@
-"""`musicvae sample | interpolate | reconstruct | edit | attribute-vector | analyze`.
+"""`musicvae sample | interpolate | reconstruct | edit | attribute-vector | danceability-map |
+analyze`.
 
 Each generating command writes .mid files and a piano-roll PNG per result (an
 interpolation as one grid), and a WAV per .mid with --wav. Problems the user can
@@ -21,6 +22,13 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 WAV_RATE = 22050
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
 
 
 def _unit(text: str) -> float:
@@ -50,6 +58,13 @@ def _common(parser: argparse.ArgumentParser, temperature: float) -> None:
         type=Path,
         default=None,
         help="JSON from `musicvae attribute-vector` (default: the step folder's)",
+    )
+    parser.add_argument(
+        "--emphasis",
+        type=_positive,
+        default=1.0,
+        help="ask for median + EMPHASIS * (c - median): > 1 moves the rhythm further than "
+        "asked, so different requests differ more (models with an attribute dimension)",
     )
 
 
@@ -131,6 +146,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_guard(run_attribute_vector))
 
     p = subparsers.add_parser(
+        "danceability-map",
+        help="calibrate the danceability requests of a model with an attribute dimension",
+        description="Decodes training windows and prior codes at a grid of values of the "
+        "attribute dimension, records the mean rhythm estimate of the results and stores "
+        "the map (danceability_map.json in the checkpoint's step folder) that sample, edit, "
+        "interpolate and analyze then use to turn a requested danceability into a code.",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--step", type=int, default=None)
+    p.add_argument("--best", action="store_true")
+    p.add_argument("--data", required=True, help="dataset folder (musicvae data build)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--windows", type=int, default=256, help="windows (and prior codes) decoded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_guard(run_danceability_map))
+
+    p = subparsers.add_parser(
         "analyze",
         help="compare models: ELBO, KL, accuracy, danceability control",
         description="Evaluates every checkpoint on the same held-out split and writes "
@@ -164,6 +197,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=(),
         help="requested danceabilities, comma-separated (default: the nine deciles of the "
         "training windows' rhythm estimate)",
+    )
+    p.add_argument(
+        "--emphasis",
+        type=_positive,
+        default=1.0,
+        help="requests as median + EMPHASIS * (c - median) (models with an attribute dimension)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -206,6 +245,7 @@ def _load(args: argparse.Namespace):
         best=args.best,
         batch_size=args.batch_size,
         attribute_vector=getattr(args, "attribute_vector", None),
+        emphasis=getattr(args, "emphasis", 1.0),
     )
 
 
@@ -350,6 +390,21 @@ def run_attribute_vector(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_danceability_map(args: argparse.Namespace) -> int:
+    from jax_musicvae.danceability_map import MAP_FILE, fit_danceability_map
+    from jax_musicvae.generate import GenerationError
+
+    model = _load(args)
+    try:
+        fitted = fit_danceability_map(
+            model, args.data, split=args.split, windows=args.windows, seed=args.seed
+        )
+    except (ValueError, FileNotFoundError) as error:
+        raise GenerationError(str(error)) from None
+    print(fitted.save(model.checkpoint_dir / MAP_FILE))
+    return 0
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     from jax_musicvae.analysis import AnalysisSettings, analyze
 
@@ -365,6 +420,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         seed=args.seed,
         refine=args.refine,
         probe_windows=args.probe_windows,
+        emphasis=args.emphasis,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)
     print(paths["table"].read_text(), end="")

@@ -75,6 +75,20 @@ def write_samples(
     return written
 
 
+def fit_map(model: TrainedModel, data: Path, seed: int) -> dict | None:
+    """Fit the model's danceability map, store it in its step folder (where `musicvae
+    sample/edit/serve` find it) and give it to `model`; None for a model without an
+    attribute dimension."""
+    from jax_musicvae.danceability_map import MAP_FILE, fit_danceability_map
+
+    if model.attribute_dimension is None:
+        return None
+    fitted = fit_danceability_map(model, data, seed=seed)
+    fitted.save(model.checkpoint_dir / MAP_FILE)
+    model.danceability_map = fitted
+    return {"path": str(model.checkpoint_dir / MAP_FILE), "centre": fitted.centre}
+
+
 def write_edit(model: TrainedModel, data: Path, out: Path, seed: int) -> dict | None:
     """One held-out window edited to a low and a high danceability (the 10th and 90th
     percentiles of the training windows' rhythm estimate): MIDI files and one picture.
@@ -152,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         # The model the run ended with: with a free-bits budget the KL keeps growing
         # toward it while reconstruction improves, so the best ELBO is an earlier step.
         model = TrainedModel.load(workdir)
+        danceability_map = fit_map(model, data, args.seed)
         samples = write_samples(model, out / "samples", args.samples, args.temperature, args.seed)
         quality = measure(model, out, args.temperature, args.seed)
         edit = write_edit(model, data, out / "edit", args.seed)
@@ -164,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         "steps": summary["step"],
         "train_seconds": round(summary["seconds"], 1),
         "held_out": quality,
+        "danceability_map": danceability_map,
         "danceability_edit": edit,
         "last_training_evaluation": summary["eval"],
     }
