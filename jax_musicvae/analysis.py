@@ -61,6 +61,7 @@ class AnalysisSettings:
     refine: int = 0  # decode-encode rounds of the control's generated and edited melodies
     probe_windows: int = 8000  # training windows the code probe (`code_probe`) is fitted on
     emphasis: float = 1.0  # requests as median + emphasis * (c - median) (`TrainedModel`)
+    keep_source: bool = False  # edits keep the source where the request changes nothing
 
     def __post_init__(self) -> None:
         for name in (
@@ -144,6 +145,7 @@ def _control(
                     temperature=settings.temperature,
                     seed=settings.seed,
                     refine=settings.refine,
+                    keep_source=settings.keep_source,
                 )
             )
             for v in values

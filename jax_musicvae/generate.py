@@ -775,19 +775,34 @@ class TrainedModel:
         temperature: float = 0.0,
         seed: int = 0,
         refine: int = 0,
+        keep_source: bool = False,
     ) -> Any:
         """The melody (or melodies) re-decoded with the requested danceability, same length.
 
         `refine` decode-encode rounds (`_refine`) move the result further toward the
-        request and away from the source melody (fewer tokens kept).
+        request and away from the source melody (fewer tokens kept). `keep_source`
+        keeps the source's token at every step where the edit decodes the same token
+        as the same edit asked for the source's own danceability: the result is the
+        source with the changes the request makes, not with the model's
+        reconstruction errors.
         """
         _check_rounds(refine)
-        enc, z, condition = self.edit_codes(melodies, danceability, strength)
-        tokens = self._decode(z, condition, temperature, seed)
-        if refine:
-            target = _edit_target(enc, danceability, strength)
-            fixed = self._fixed_dimensions(True)
-            tokens = self._refine(tokens, z, fixed, target, condition, temperature, seed, refine)
+
+        def decoded(strength: float) -> tuple[Encoding, np.ndarray]:
+            enc, z, condition = self.edit_codes(melodies, danceability, strength)
+            tokens = self._decode(z, condition, temperature, seed)
+            if refine:
+                target = _edit_target(enc, danceability, strength)
+                fixed = self._fixed_dimensions(True)
+                tokens = self._refine(
+                    tokens, z, fixed, target, condition, temperature, seed, refine
+                )
+            return enc, tokens
+
+        enc, tokens = decoded(strength)
+        if keep_source:
+            unchanged = decoded(0.0)[1]
+            tokens = np.where(tokens == unchanged, enc.windows, tokens)
         joined = self._join(tokens, enc.melody, enc.lengths)
         return joined[0] if _is_single(melodies) else joined
 

@@ -140,3 +140,16 @@ def test_fit_and_cli_store_a_map_that_loading_picks_up(regularised, train_datase
     assert refused.value.code == 2
     assert run_cli("sample", *common, "--danceability", "0.7", "--emphasis", "1.5") == 0
     assert (tmp_path / "s").is_dir()
+
+
+def test_keep_source_applies_only_what_the_request_changes(regularised):
+    model = TrainedModel.load(regularised, batch_size=4)
+    windows = np.asarray(WindowSource(model.experiment.data.path, "validation").tokens[:3])
+    melodies = list(windows)
+    edited = np.stack(model.edit(melodies, 0.9))
+    unchanged = np.stack(model.edit(melodies, 0.9, strength=0.0))
+    kept = np.stack(model.edit(melodies, 0.9, keep_source=True))
+    np.testing.assert_array_equal(kept, np.where(edited == unchanged, windows, edited))
+    # Asking for the source's own danceability gives the source back.
+    same = np.stack(model.edit(melodies, 0.9, strength=0.0, keep_source=True))
+    np.testing.assert_array_equal(same, windows)

@@ -112,6 +112,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         help="decode-encode rounds: closer to the target, fewer of the source's tokens kept",
     )
+    p.add_argument(
+        "--keep-source",
+        action="store_true",
+        help="keep the source's tokens wherever the request does not change the decoding",
+    )
     p.set_defaults(func=_guard(run_edit))
 
     p = subparsers.add_parser(
@@ -203,6 +208,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive,
         default=1.0,
         help="requests as median + EMPHASIS * (c - median) (models with an attribute dimension)",
+    )
+    p.add_argument(
+        "--keep-source",
+        action="store_true",
+        help="edits keep the source's tokens wherever the request does not change the decoding",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -340,7 +350,13 @@ def run_edit(args: argparse.Namespace) -> int:
     model = _load(args)
     source = model.melody(args.input)
     tokens = model.edit(
-        args.input, args.danceability, args.strength, args.temperature, args.seed, args.refine
+        args.input,
+        args.danceability,
+        args.strength,
+        args.temperature,
+        args.seed,
+        args.refine,
+        args.keep_source,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{args.input.stem}_danceability_{args.danceability:.2f}"
@@ -421,6 +437,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         refine=args.refine,
         probe_windows=args.probe_windows,
         emphasis=args.emphasis,
+        keep_source=args.keep_source,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)
     print(paths["table"].read_text(), end="")
