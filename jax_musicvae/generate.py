@@ -774,17 +774,19 @@ class TrainedModel:
         strength: float = 1.0,
         temperature: float = 0.0,
         seed: int = 0,
-        refine: int = 0,
-        keep_source: bool = False,
+        refine: int = 1,
+        keep_source: bool = True,
     ) -> Any:
         """The melody (or melodies) re-decoded with the requested danceability, same length.
 
         `refine` decode-encode rounds (`_refine`) move the result further toward the
-        request and away from the source melody (fewer tokens kept). `keep_source`
-        keeps the source's token at every step where the edit decodes the same token
-        as the same edit asked for the source's own danceability: the result is the
-        source with the changes the request makes, not with the model's
-        reconstruction errors.
+        request and away from the source melody. `keep_source` keeps the source's
+        token at every step where the edit decodes the same token as the same edit
+        asked for the source's own danceability: the result is the source with the
+        changes the request makes, not with the model's reconstruction errors. The
+        defaults (one round, kept source) followed requests best and kept the most
+        tokens in docs/danceability-control.md; `refine=0, keep_source=False` is the
+        plain decoding of the edited code.
         """
         _check_rounds(refine)
 

@@ -334,10 +334,10 @@ def test_refinement_keeps_the_requested_attribute_value(controlled):
     expected = model.decode(mu, 0.7, temperature=1.0, seed=3)
     np.testing.assert_array_equal(model.sample(3, 0.7, temperature=1.0, seed=2), expected)
     windows = np.asarray(WindowSource(model.experiment.data.path, "validation").tokens[:2])
-    edited = np.stack(model.edit(windows, 0.75))
+    edited = np.stack(model.edit(windows, 0.75, refine=0, keep_source=False))
     mu = model.encode(list(edited), danceability=0.75).mu
     np.testing.assert_array_equal(
-        np.stack(model.edit(windows, 0.75, refine=1)), model.decode(mu, 0.75, 0.0, seed=1)
+        np.stack(model.edit(windows, 0.75, keep_source=False)), model.decode(mu, 0.75, 0.0, seed=1)
     )
 
 

@@ -109,13 +109,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--refine",
         type=int,
-        default=0,
-        help="decode-encode rounds: closer to the target, fewer of the source's tokens kept",
+        default=1,
+        help="decode-encode rounds: closer to the target (default 1; 0: the plain decoding)",
     )
     p.add_argument(
         "--keep-source",
-        action="store_true",
-        help="keep the source's tokens wherever the request does not change the decoding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the source's tokens wherever the request does not change the decoding "
+        "(default; --no-keep-source: the model's decoding everywhere)",
     )
     p.set_defaults(func=_guard(run_edit))
 
