@@ -16,8 +16,10 @@
 # map (`musicvae danceability-map`: requests turned into codes by decoding training
 # windows), and `musicvae analyze` of all of them on the shared test split:
 # results/ (decoded once), results_refined/ (one decode-encode round of the generated and
-# edited melodies), and the same two with requests emphasised EMPHASIS times (default 2)
-# around the training median (results_emphasis/, results_emphasis_refined/).
+# edited melodies), and for the mapped models, with one round and requests emphasised
+# EMPHASIS times (default 2, chosen on the validation split) around the training median:
+# results_emphasis/ (edits decoded as they are) and results_controlled/ (edits keeping
+# the source's tokens where the request changes nothing: `musicvae edit`'s default).
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); about 8 minutes per model per core
@@ -127,18 +129,18 @@ done
 # Once as decoded, once with one decode-encode round of every generated and edited
 # melody (`--refine 1`, the default of `musicvae sample`); the mapped models also with
 # emphasised requests.
-analyze() {  # RESULTS REFINE EMPHASIS CHECKPOINT...
-  local results="$1" refine="$2" emphasis="$3"
-  shift 3
+analyze() {  # RESULTS REFINE EMPHASIS KEEP CHECKPOINT...
+  local results="$1" refine="$2" emphasis="$3" keep="$4"
+  shift 4
   musicvae analyze --data "$out/data" --out "$results" --max-windows 512 \
     --samples-per-value 64 --edit-windows 64 --refine "$refine" --emphasis "$emphasis" \
-    --checkpoints "$@"
+    "--$keep" --checkpoints "$@"
   echo "table: $results/results.md (JSON: $results/results.json)"
 }
 emphasis="${EMPHASIS:-2}"
-analyze "$out/results" 0 1 "${checkpoints[@]}"
-analyze "$out/results_refined" 1 1 "${checkpoints[@]}"
+analyze "$out/results" 0 1 no-keep-source "${checkpoints[@]}"
+analyze "$out/results_refined" 1 1 no-keep-source "${checkpoints[@]}"
 if [ "${#mapped[@]}" -gt 0 ]; then
-  analyze "$out/results_emphasis" 0 "$emphasis" "${mapped[@]}"
-  analyze "$out/results_emphasis_refined" 1 "$emphasis" "${mapped[@]}"
+  analyze "$out/results_emphasis" 1 "$emphasis" no-keep-source "${mapped[@]}"
+  analyze "$out/results_controlled" 1 "$emphasis" keep-source "${mapped[@]}"
 fi

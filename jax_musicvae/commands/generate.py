@@ -213,8 +213,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--keep-source",
-        action="store_true",
-        help="edits keep the source's tokens wherever the request does not change the decoding",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="edits keep the source's tokens wherever the request does not change the decoding "
+        "(`musicvae edit`'s default; off here, to measure the plain decoding)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
