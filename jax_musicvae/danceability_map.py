@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAP_FILE = "danceability_map.json"
-MAP_COMMAND = "musicvae danceability-map --checkpoint CKPT --data DATASET"
 CODE_GRID = tuple(float(v) for v in np.linspace(-4.0, 4.0, 17))
 PRIOR_SEED = 7919  # the fit's prior codes; the analysis draws its own from seed 0
 Use = Literal["edit", "sample"]
@@ -60,9 +59,9 @@ class DanceabilityMap:
     def code(self, danceability: np.ndarray, use: Use, emphasis: float = 1.0) -> np.ndarray:
         """The attribute-dimension values [N] that decode to `danceability` [N] on average.
 
-        A flat stretch of the curve answers with its code nearest the middle of the grid:
-        requests beyond what the model decodes anywhere get the code where the curve
-        first reaches its top (or last leaves its bottom), not the grid's end.
+        Requests beyond what the model decodes anywhere get the code where the curve
+        first reaches its top (or last leaves its bottom), not the grid's end; a flat
+        stretch inside the curve answers with its first code.
         """
         if emphasis <= 0:
             raise ValueError(f"emphasis={emphasis} must be > 0")
