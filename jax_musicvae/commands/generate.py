@@ -68,6 +68,17 @@ def _common(parser: argparse.ArgumentParser, temperature: float) -> None:
     )
 
 
+def _fitted_from_data(parser: argparse.ArgumentParser) -> None:
+    """The options of a command that fits something to a checkpoint from a dataset split."""
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--step", type=int, default=None)
+    parser.add_argument("--best", action="store_true")
+    parser.add_argument("--data", required=True, help="dataset folder (musicvae data build)")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="new melodies from the prior")
     _common(p, temperature=1.0)
@@ -127,11 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Mean mu of the most danceable windows minus that of the least "
         "danceable ones, stored as attribute_vector.json in the checkpoint's step folder.",
     )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--step", type=int, default=None)
-    p.add_argument("--best", action="store_true")
-    p.add_argument("--data", required=True, help="dataset folder (musicvae data build)")
-    p.add_argument("--split", default="train")
+    _fitted_from_data(p)
     p.add_argument("--fraction", type=float, default=0.25, help="share in each group")
     p.add_argument(
         "--method",
@@ -147,8 +154,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="rank windows by their song's danceability or their own rhythm estimate",
     )
     p.add_argument("--max-windows", type=int, default=4096)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=None, help="JSON path (default: step folder)")
     p.set_defaults(func=_guard(run_attribute_vector))
 
@@ -160,14 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the map (danceability_map.json in the checkpoint's step folder) that sample, edit, "
         "interpolate and analyze then use to turn a requested danceability into a code.",
     )
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--step", type=int, default=None)
-    p.add_argument("--best", action="store_true")
-    p.add_argument("--data", required=True, help="dataset folder (musicvae data build)")
-    p.add_argument("--split", default="train")
+    _fitted_from_data(p)
     p.add_argument("--windows", type=int, default=256, help="windows (and prior codes) decoded")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_guard(run_danceability_map))
 
     p = subparsers.add_parser(
