@@ -749,10 +749,20 @@ class TrainedModel:
         `encoder` encodes again with t, `none` adds (t - s) / delta * attribute vector;
         a model trained with the attribute loss sets its attribute dimension to the code of t.
         """
-        conditioning = self.config.conditioning
-        if conditioning == "none" and not self.controllable:
+        enc = self._encode_for_edit(melodies)
+        z, condition = self._edited_codes(enc, danceability, strength)
+        return enc, z, condition
+
+    def _encode_for_edit(self, melodies: Any) -> Encoding:
+        if self.config.conditioning == "none" and not self.controllable:
             raise self._cannot_request("edit")
-        enc = self.encode(melodies)
+        return self.encode(melodies)
+
+    def _edited_codes(
+        self, enc: Encoding, danceability: float | Sequence[float], strength: float
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`edit_codes` of an encoding already made."""
+        conditioning = self.config.conditioning
         target = _edit_target(enc, danceability, strength)
         z, condition = enc.mu.copy(), None
         if self.attribute_dimension is not None:
@@ -765,7 +775,7 @@ class TrainedModel:
             z = self._encode_tokens(enc.windows, target, 0)[0]
         elif self.attribute_dimension is None:
             z = z + self.attribute_vector.shift(enc.danceability, target)
-        return enc, z.astype(np.float32), condition
+        return z.astype(np.float32), condition
 
     def edit(
         self,
@@ -789,9 +799,10 @@ class TrainedModel:
         plain decoding of the edited code.
         """
         _check_rounds(refine)
+        enc = self._encode_for_edit(melodies)
 
-        def decoded(strength: float) -> tuple[Encoding, np.ndarray]:
-            enc, z, condition = self.edit_codes(melodies, danceability, strength)
+        def decoded(strength: float) -> np.ndarray:
+            z, condition = self._edited_codes(enc, danceability, strength)
             tokens = self._decode(z, condition, temperature, seed)
             if refine:
                 target = _edit_target(enc, danceability, strength)
@@ -799,12 +810,11 @@ class TrainedModel:
                 tokens = self._refine(
                     tokens, z, fixed, target, condition, temperature, seed, refine
                 )
-            return enc, tokens
+            return tokens
 
-        enc, tokens = decoded(strength)
+        tokens = decoded(strength)
         if keep_source:
-            unchanged = decoded(0.0)[1]
-            tokens = np.where(tokens == unchanged, enc.windows, tokens)
+            tokens = np.where(tokens == decoded(0.0), enc.windows, tokens)
         joined = self._join(tokens, enc.melody, enc.lengths)
         return joined[0] if _is_single(melodies) else joined
 
