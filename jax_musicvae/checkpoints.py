@@ -15,6 +15,7 @@ process killed during a save leaves no half-written step that could be restored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,64 @@ def restore_item(manager: ocp.CheckpointManager, step: int, item: str, target: A
     return manager.restore(step, args=args)[item]
 
 
+def _map_dicts(tree: Any, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    """`fn` applied to every dict of a pytree (params, or Adam moments within an optax
+    state of tuples and named tuples), innermost first."""
+    if isinstance(tree, dict):
+        return fn({k: _map_dicts(v, fn) for k, v in tree.items()})
+    if isinstance(tree, (tuple, list)):
+        items = [_map_dicts(v, fn) for v in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return tree
+
+
+def _encoder_layers(tree: dict[str, Any], fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
+    encoder = tree.get("encoder")
+    if not isinstance(encoder, dict) or "rnn" not in encoder:
+        return tree
+    return {**tree, "encoder": {**encoder, "rnn": fn(encoder["rnn"])}}
+
+
+def has_split_directions(tree: Any) -> bool:
+    """Whether a saved tree keeps the encoder's directions apart (`l{k}_fwd`/`l{k}_bwd`),
+    the layout of checkpoints written before 2026-12-06."""
+    rnn = tree.get("encoder", {}).get("rnn", {}) if isinstance(tree, dict) else {}
+    return any(name.endswith("_fwd") for name in rnn)
+
+
+def stack_directions(tree: Any) -> Any:
+    """An old-layout tree in the current layout: each encoder layer's `l{k}_fwd` and
+    `l{k}_bwd` weights stacked as `l{k}` (forward first)."""
+
+    def stack(rnn: dict[str, Any]) -> dict[str, Any]:
+        names = sorted({n.removesuffix("_fwd") for n in rnn if n.endswith("_fwd")})
+        return {
+            n: jax.tree.map(lambda f, b: jax.numpy.stack([f, b]), rnn[f"{n}_fwd"], rnn[f"{n}_bwd"])
+            for n in names
+        }
+
+    return _map_dicts(tree, lambda d: _encoder_layers(d, stack))
+
+
+def split_directions(tree: Any, sharding: jax.sharding.Sharding | None = None) -> Any:
+    """The inverse of `stack_directions`: arrays split, ShapeDtypeStructs (the target an
+    old-layout checkpoint is restored onto) narrowed and placed with `sharding`."""
+
+    def part(x: Any, direction: int) -> Any:
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=sharding)
+        return x[direction]
+
+    def split(rnn: dict[str, Any]) -> dict[str, Any]:
+        return {
+            f"{n}_{name}": jax.tree.map(lambda x, d=d: part(x, d), w)
+            for n, w in rnn.items()
+            for d, name in enumerate(("fwd", "bwd"))
+        }
+
+    return _map_dicts(tree, lambda d: _encoder_layers(d, split))
+
+
 def load_params(
     path: Path, *, best: bool = False, step: int | None = None
 ) -> tuple[dict[str, Any], Any]:
@@ -202,6 +261,8 @@ def load_params(
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = abstract_tree(manager, chosen, PARAMS, device)
         params = restore_item(manager, chosen, PARAMS, target)
+        if has_split_directions(params):
+            params = stack_directions(params)
     finally:
         manager.close()
     logger.info("loaded parameters of %s step %d", directory, chosen)

@@ -18,11 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from flax import traverse_util
 
 from jax_musicvae import schedules, steps
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
-from jax_musicvae.conversion.parameters import flax_to_torch, torch_key, torch_to_flax
+from jax_musicvae.conversion.parameters import flax_to_torch, torch_to_flax
 from jax_musicvae.losses import elbo_loss
 from jax_musicvae.models import MusicVAE
 from torch_reference import loss as torch_loss
@@ -257,19 +256,11 @@ def jax_teacher_forced(h: Harness) -> TeacherForced:
         beta = schedules.beta(BETA_STEP, loss_cfg)
         _, m = _jax_loss(out, tokens, loss_cfg, h.config, beta, attribute)
         metrics[variant] = {k: float(v) for k, v in m.items()}
-    flat = traverse_util.flatten_dict(jax.device_get(grads))
     return TeacherForced(
         {k: np.asarray(v) for k, v in out.items()},
         metrics,
-        {torch_key(path, h.config): g for path, g in flax_to_torch_layout(flat).items()},
+        flax_to_torch(jax.device_get(grads), h.config),
     )
-
-
-def flax_to_torch_layout(flat: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], np.ndarray]:
-    return {
-        path: np.asarray(g).T if path[-1] in ("w_ih", "w_hh", "kernel") else np.asarray(g)
-        for path, g in flat.items()
-    }
 
 
 def torch_teacher_forced(h: Harness) -> TeacherForced:

@@ -52,26 +52,35 @@ def matmul(x: jax.Array, w: jax.Array, dtype: jnp.dtype) -> jax.Array:
 
 
 class CellWeights(nn.Module):
-    """Creates one layer's fused weights and returns them for the pure recurrences."""
+    """Creates one layer's fused weights and returns them for the pure recurrences.
+
+    A bidirectional layer keeps its two directions stacked on a leading axis (forward,
+    backward), the layout its loop computes with: stacking them at every step instead
+    copied the weights, and sliced the gradients apart again (0.5 GB each in the paper
+    configuration).
+    """
 
     input_size: int
     hidden: int
     cell: str
+    bidirectional: bool = False
 
     @nn.compact
     def __call__(self) -> Params:
         width = gate_count(self.cell) * self.hidden
         init = torch_uniform(1.0 / math.sqrt(self.hidden))
+        lead = (2,) if self.bidirectional else ()
         return {
-            "w_ih": self.param("w_ih", init, (self.input_size, width)),
-            "w_hh": self.param("w_hh", init, (self.hidden, width)),
-            "b_ih": self.param("b_ih", init, (width,)),
-            "b_hh": self.param("b_hh", init, (width,)),
+            "w_ih": self.param("w_ih", init, (*lead, self.input_size, width)),
+            "w_hh": self.param("w_hh", init, (*lead, self.hidden, width)),
+            "b_ih": self.param("b_ih", init, (*lead, width)),
+            "b_hh": self.param("b_hh", init, (*lead, width)),
         }
 
 
 class StackWeights(nn.Module):
-    """Weights of a stack of layers (`l{k}`, or `l{k}_fwd`/`l{k}_bwd` if bidirectional)."""
+    """Weights of a stack of layers `l{k}`: `{"uni": weights}` per layer, or if
+    bidirectional the layer's weights with the directions on a leading axis of 2."""
 
     input_size: int
     hidden: int
@@ -86,12 +95,7 @@ class StackWeights(nn.Module):
         for k in range(self.layers):
             in_size = self.input_size if k == 0 else width
             if self.bidirectional:
-                stack.append(
-                    {
-                        d: CellWeights(in_size, self.hidden, self.cell, name=f"l{k}_{d}")()
-                        for d in ("fwd", "bwd")
-                    }
-                )
+                stack.append(CellWeights(in_size, self.hidden, self.cell, True, name=f"l{k}")())
             else:
                 stack.append({"uni": CellWeights(in_size, self.hidden, self.cell, name=f"l{k}")()})
         return stack
@@ -433,7 +437,7 @@ def run_stack(
 
 def run_bidirectional_layer(
     cell: str,
-    layer: dict[str, Params],
+    w: Params,
     xs: jax.Array,
     hidden: int,
     dtype: jnp.dtype,
@@ -441,7 +445,7 @@ def run_bidirectional_layer(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Both directions of one layer in a single loop over time-major xs [T, B, in].
 
-    The fwd/bwd weights are stacked on a leading axis of 2 and the backward input
+    The weights w hold (fwd, bwd) on a leading axis of 2 and the backward input
     is flipped in time, so each step is one batched matmul [2, B, H] x [2, H, G*H]:
     half the sequential steps of two loops. The input is flipped before its
     projection (it is narrower than G*H), and the projection comes out of the matmul
@@ -449,7 +453,6 @@ def run_bidirectional_layer(
     wide is transposed. Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
     """
     steps, batch = xs.shape[:2]
-    w = {name: jnp.stack([layer["fwd"][name], layer["bwd"][name]]) for name in layer["fwd"]}
     both = jnp.stack([xs, jnp.flip(xs, axis=0)]).reshape(2, steps * batch, xs.shape[-1])
     proj = jnp.einsum(
         "dni,dig->dng",
@@ -481,23 +484,22 @@ def cudnn_lstm_usable(cell: str, dtype: jnp.dtype, dropout_key: jax.Array | None
     )
 
 
-def pack_cudnn_weights(stack: Sequence[dict[str, Params]]) -> jax.Array:
+def pack_cudnn_weights(stack: Sequence[Params]) -> jax.Array:
     """A bidirectional stack's weights as cuDNN's flat vector in torch's layout.
 
     All [G*H, in] W_ih and [G*H, H] W_hh first (layer-major, forward then backward
     direction), then all b_ih and b_hh in the same order.
     """
     weights, biases = [], []
-    for layer in stack:
-        for direction in ("fwd", "bwd"):
-            p = layer[direction]
-            weights += [p["w_ih"].T.reshape(-1), p["w_hh"].T.reshape(-1)]
-            biases += [p["b_ih"], p["b_hh"]]
+    for p in stack:
+        for d in range(2):
+            weights += [p["w_ih"][d].T.reshape(-1), p["w_hh"][d].T.reshape(-1)]
+            biases += [p["b_ih"][d], p["b_hh"][d]]
     return jnp.concatenate(weights + biases)
 
 
 def run_bidirectional_stack_cudnn(
-    stack: Sequence[dict[str, Params]], xs: jax.Array, hidden: int
+    stack: Sequence[Params], xs: jax.Array, hidden: int
 ) -> tuple[jax.Array, jax.Array]:
     """run_bidirectional_stack as one cuDNN call (float32, TF32 off: HIGHEST precision)."""
     from jax.experimental import rnn as cudnn_rnn
@@ -522,7 +524,7 @@ def run_bidirectional_stack_cudnn(
 
 def run_bidirectional_stack(
     cell: str,
-    stack: Sequence[dict[str, Params]],
+    stack: Sequence[Params],
     xs: jax.Array,
     hidden: int,
     dtype: jnp.dtype,

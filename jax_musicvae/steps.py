@@ -160,8 +160,9 @@ def train_step(
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
-    updated = state.apply_gradients(grads=grads)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    # A cond, not a select of old and new: a select keeps the old Adam moments alive beside
+    # the new ones, and XLA copies both (0.9 GB of the paper configuration's 2.2 GB).
+    new_state = jax.lax.cond(finite, lambda s: s.apply_gradients(grads=grads), lambda s: s, state)
     metrics = {**metrics, "grad_norm": grad_norm, "skipped": (~finite).astype(jnp.float32)}
     return new_state, metrics
 

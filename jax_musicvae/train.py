@@ -381,15 +381,22 @@ def _restore(
 ) -> tuple[train_state.TrainState, Run]:
     """State, run counters and loader positions of checkpoint `step` onto this mesh."""
     abstract = trainer.abstract_state
-    state = trainer.initial_state(ckpt.restore_item(manager, step, ckpt.PARAMS, abstract.params))
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    old_layout = ckpt.has_split_directions(ckpt.abstract_tree(manager, step, ckpt.PARAMS, local))
+
+    def restore(item: str, target: Any) -> Any:
+        """One item onto `target`, through the old layout if the checkpoint has it."""
+        if not old_layout:
+            return ckpt.restore_item(manager, step, item, target)
+        restored = ckpt.stack_directions(
+            ckpt.restore_item(manager, step, item, ckpt.split_directions(target, local))
+        )
+        return jax.tree.map(lambda a, t: jax.device_put(a, t.sharding), restored, target)
+
+    state = trainer.initial_state(restore(ckpt.PARAMS, abstract.params))
     progress = ckpt.read_progress(manager, step)
     if ckpt.has_item(manager, step, ckpt.OPT_STATE):
-        opt = ckpt.restore_item(
-            manager,
-            step,
-            ckpt.OPT_STATE,
-            {"step": abstract.step, "opt_state": abstract.opt_state},
-        )
+        opt = restore(ckpt.OPT_STATE, {"step": abstract.step, "opt_state": abstract.opt_state})
         state = state.replace(step=opt["step"], opt_state=opt["opt_state"])
     else:
         logger.info("checkpoint step %d has no optimizer state: fine-tuning from it", step)

@@ -51,3 +51,15 @@ def test_errors_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ckpt.CheckpointError, match=str(tmp_path / "empty")):
         ckpt.load_params(tmp_path / "empty")
+
+
+def test_checkpoints_with_the_directions_apart_still_load(tmp_path):
+    """Checkpoints written before the encoder's directions were stacked (`l{k}_fwd`,
+    `l{k}_bwd`) load in the current layout."""
+    config = tiny_config()
+    params = init_params(config.model, jax.random.key(3))
+    old = ckpt.split_directions(params)
+    assert sorted(old["encoder"]["rnn"]) == ["l0_bwd", "l0_fwd"]
+    assert ckpt.has_split_directions(old) and not ckpt.has_split_directions(params)
+    ckpt.save_params_checkpoint(tmp_path, old, config.to_dict(), step=1)
+    assert_trees_equal(ckpt.load_params(tmp_path)[1], params)

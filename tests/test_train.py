@@ -14,10 +14,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from helpers import assert_trees_equal, set_args, tiny_config
 
 from jax_musicvae import checkpoints as ckpt
+from jax_musicvae import steps
 from jax_musicvae.config import ConfigError
 from jax_musicvae.models import init_params
 from jax_musicvae.train import TrainingError, check_dataset, train
@@ -78,6 +80,37 @@ def test_resume_from_a_checkpoint_is_bitwise_exact(reference, train_dataset, tmp
     assert_trees_equal(resumed["params"], summary["params"])
     steps = [r["step"] for r in records(tmp_path) if r["split"] == "train"]
     assert steps == list(range(1, 9))
+
+
+def test_resume_from_a_checkpoint_with_the_directions_apart(reference, train_dataset, tmp_path):
+    """A run checkpointed before the encoder's directions were stacked (parameters and
+    Adam moments under `l{k}_fwd`/`l{k}_bwd`) resumes bitwise where it stopped."""
+    config, summary, _ = reference
+    first = dataclasses.replace(config, train=dataclasses.replace(config.train, num_steps=5))
+    train(first, train_dataset, tmp_path)
+    directory = tmp_path / ckpt.CHECKPOINT_DIR
+    manager = ckpt.make_manager(directory, keep=10, keep_best=False, async_saves=False)
+    _, params = ckpt.load_params(tmp_path, step=5)
+    state = steps.create_state(config.model, config.optim, params)
+    opt = ckpt.restore_item(
+        manager, 5, ckpt.OPT_STATE, {"step": state.step, "opt_state": state.opt_state}
+    )
+    saved_config, progress = ckpt.read_config(manager, 5), ckpt.read_progress(manager, 5)
+    shutil.rmtree(directory / "5")
+    manager.reload()
+    old_args = {
+        ckpt.PARAMS: ocp.args.StandardSave(ckpt.split_directions(params)),
+        ckpt.OPT_STATE: ocp.args.StandardSave(ckpt.split_directions(opt)),
+        ckpt.CONFIG: ocp.args.JsonSave(saved_config),
+        ckpt.PROGRESS: ocp.args.JsonSave(progress),
+    }
+    manager.save(5, args=ocp.args.Composite(**old_args), force=True)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    assert ckpt.has_split_directions(ckpt.abstract_tree(manager, 5, ckpt.PARAMS, device))
+    manager.close()
+    resumed = train(config, train_dataset, tmp_path, resume=True)
+    assert resumed["step"] == 8
+    assert_trees_equal(resumed["params"], summary["params"])
 
 
 def test_resume_after_the_dataset_moved_and_not_with_another(reference, train_dataset, tmp_path):

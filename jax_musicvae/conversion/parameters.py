@@ -1,8 +1,9 @@
 """Bit-exact conversion between torch-reference state dicts and Flax parameters.
 
 Both sides store the same numbers: RNN weights are fused in torch's gate order and
-Flax keeps them transposed, linear kernels are [in, out] in Flax and [out, in] in
-torch. So a conversion is a renaming plus transposes, exact in both directions.
+Flax keeps them transposed (and a bidirectional layer's two directions stacked),
+linear kernels are [in, out] in Flax and [out, in] in torch. So a conversion is a
+renaming plus transposes and stacking, exact in both directions.
 State dicts here are plain `{key: numpy array}` mappings so this module needs no
 torch; `torch_reference` turns tensors into numpy and back.
 """
@@ -37,34 +38,40 @@ def param_shapes(config: ModelConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     return {path: tuple(leaf.shape) for path, leaf in flat.items()}
 
 
-def torch_key(path: tuple[str, ...], config: ModelConfig) -> str:
-    """The torch-reference state-dict key of a Flax parameter path."""
-    rnn_name = config.cell
+def torch_entries(path: tuple[str, ...], config: ModelConfig) -> dict[str, int | None]:
+    """The torch-reference state-dict keys of a Flax parameter path, each with the index
+    of its slice on the Flax side: the encoder's bidirectional layers keep (forward,
+    backward) on a leading axis, which torch stores as `..._l{k}` and `..._l{k}_reverse`."""
     *modules, leaf = path
     if leaf in RNN_NAMES:
-        owner, layer = modules[:-1], modules[-1]
-        suffix = ""
-        if layer.endswith("_fwd"):
-            layer = layer[: -len("_fwd")]
-        elif layer.endswith("_bwd"):
-            layer, suffix = layer[: -len("_bwd")], "_reverse"
+        owner, layer = tuple(modules[:-1]), modules[-1]
         prefix = {
-            ("encoder", "rnn"): f"encoder.bi{rnn_name}",
+            ("encoder", "rnn"): f"encoder.bi{config.cell}",
             ("decoder", "conductor"): "decoder.conductor",
-            ("decoder", "core"): f"decoder.{rnn_name}",
-        }[tuple(owner)]
-        return f"{prefix}.{RNN_NAMES[leaf]}_{layer}{suffix}"
+            ("decoder", "core"): f"decoder.{config.cell}",
+        }[owner]
+        key = f"{prefix}.{RNN_NAMES[leaf]}_{layer}"
+        if owner == ("encoder", "rnn"):
+            return {key: 0, f"{key}_reverse": 1}
+        return {key: None}
     name = "weight" if leaf == "kernel" else leaf
     if tuple(modules) in (("encoder", "mu"), ("encoder", "sigma")) or modules[0] == "adversary":
-        return f"{'.'.join(modules)}.{name}"
-    return f"{'.'.join(modules)}.0.{name}"
+        return {f"{'.'.join(modules)}.{name}": None}
+    return {f"{'.'.join(modules)}.0.{name}": None}
+
+
+def _swap_kernel(leaf: str, value: np.ndarray) -> np.ndarray:
+    """torch and Flax store RNN and linear kernels transposed relative to each other."""
+    return np.swapaxes(value, -1, -2) if leaf in TRANSPOSED else value
 
 
 def torch_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Expected torch state-dict keys and shapes for a configuration."""
     shapes = {}
     for path, shape in param_shapes(config).items():
-        shapes[torch_key(path, config)] = shape[::-1] if path[-1] in TRANSPOSED else shape
+        for key, index in torch_entries(path, config).items():
+            one = shape if index is None else shape[1:]
+            shapes[key] = one[::-1] if path[-1] in TRANSPOSED else one
     return shapes
 
 
@@ -90,8 +97,12 @@ def torch_to_flax(state_dict: Mapping[str, Any], config: ModelConfig) -> dict[st
     flat = {}
     for path in param_shapes(config):
         # Always a copy: torch tensors' numpy views would alias parameters updated in place.
-        value = np.array(state_dict[torch_key(path, config)], dtype=np.float32, copy=True)
-        flat[path] = np.ascontiguousarray(value.T if path[-1] in TRANSPOSED else value)
+        parts = [
+            _swap_kernel(path[-1], np.array(state_dict[key], dtype=np.float32, copy=True))
+            for key in torch_entries(path, config)
+        ]
+        value = parts[0] if len(parts) == 1 else np.stack(parts)
+        flat[path] = np.ascontiguousarray(value)
     return traverse_util.unflatten_dict(flat)
 
 
@@ -114,6 +125,7 @@ def flax_to_torch(params: Mapping[str, Any], config: ModelConfig) -> dict[str, n
                 f"{'/'.join(path)} has shape {array.shape}, the configuration needs "
                 f"{expected[path]}"
             )
-        array = np.array(array.T if path[-1] in TRANSPOSED else array, copy=True, order="C")
-        state_dict[torch_key(path, config)] = array
+        for key, index in torch_entries(path, config).items():
+            part = array if index is None else array[index]
+            state_dict[key] = np.array(_swap_kernel(path[-1], part), copy=True, order="C")
     return state_dict
