@@ -322,6 +322,7 @@ class Decoder(nn.Module):
                 cfg.dropout,
                 step_key,
                 projected=True,
+                gradient=cfg.rnn_gradient,
             )
             logits = dense(out, top, self._dtype)
             sampled = jnp.argmax(jax.lax.stop_gradient(logits) / temperature + gumbel_t, -1)

@@ -142,9 +142,64 @@ def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carr
     return gate_activations(cell, x_proj, h_proj, carry)[0]
 
 
-def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
+def _gates_fwd(
+    cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
+) -> tuple[Carry, tuple[jax.Array, ...]]:
+    new, saved = gate_activations(cell, x_proj, h_proj, carry)
+    if cell == "lstm":
+        return new, (*saved[:4], carry[1], jnp.tanh(new[1]))
+    return new, (*saved, carry[0])
+
+
+def _gates_bwd(
+    cell: str, saved: tuple[jax.Array, ...], d_new: Carry
+) -> tuple[jax.Array, jax.Array, Carry]:
+    """The gradient of one step's gate maths from its activations, as `_recurrence_bwd`."""
+    if cell == "lstm":
+        i, f, g, o, c_before, tanh_c = saved
+        dh, dc_next = d_new
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        d_gates = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * c_before * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        return d_gates, d_gates, (jnp.zeros_like(dh), dc * f)
+    r, z, n, h_n, h_before = saved
+    (dh,) = d_new
+    dz = dh * (h_before - n) * z * (1.0 - z)
+    dn = dh * (1.0 - z) * (1.0 - n * n)
+    dr = dn * h_n * r * (1.0 - r)
+    return (
+        jnp.concatenate([dr, dz, dn], axis=-1),
+        jnp.concatenate([dr, dz, dn * r], axis=-1),
+        (dh * z,),
+    )
+
+
+gates_saving_activations = jax.custom_vjp(gates, nondiff_argnums=(0,))
+gates_saving_activations.defvjp(_gates_fwd, _gates_bwd)
+gates_saving_activations.__doc__ = """`gates` whose gradient keeps only the activations
+(LSTM: i, f, g, o, c_{t-1}, tanh c_t; GRU: r, z, n, h W_hn + b_hn, h_{t-1}): XLA's
+autodiff of the step loops of scheduled sampling kept about 20 H-wide arrays per
+layer and step (docs/benchmarks.md)."""
+
+
+def cell_step(
+    cell: str,
+    p: Params,
+    x_proj: jax.Array,
+    carry: Carry,
+    dtype: jnp.dtype,
+    gradient: str = "custom",
+) -> Carry:
     """One time step given the already projected input x W_ih + b_ih."""
-    return gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
+    step_gates = gates if gradient == "autodiff" else gates_saving_activations
+    return step_gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
 
 
 def _hidden_projection(
@@ -558,13 +613,14 @@ def stack_step(
     dropout_rate: float = 0.0,
     dropout_key: jax.Array | None = None,
     projected: bool = False,
+    gradient: str = "custom",
 ) -> tuple[list[Carry], jax.Array]:
     """One time step through every layer of a unidirectional stack (`projected` as run_stack)."""
     new = []
     for k, layer in enumerate(stack):
         x = layer_input(x, k, dropout_rate, dropout_key)
         x_proj = x if projected and k == 0 else input_projection(layer["uni"], x, dtype)
-        carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype)
+        carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype, gradient)
         new.append(carry)
         x = carry[0]
     return new, x
