@@ -19,7 +19,8 @@
 # edited melodies), and for the mapped models, with one round and requests emphasised
 # EMPHASIS times (default 2, chosen on the validation split) around the training median:
 # results_emphasis/ (edits decoded as they are) and results_controlled/ (edits keeping
-# the source's tokens where the request changes nothing: `musicvae edit`'s default).
+# the source's tokens where the request changes nothing: `musicvae edit`'s default), and
+# the last again decoded once, without the round: results_controlled_once/.
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); about 9 minutes per model per core
@@ -144,4 +145,5 @@ analyze "$out/results_refined" 1 1 no-keep-source "${checkpoints[@]}"
 if [ "${#mapped[@]}" -gt 0 ]; then
   analyze "$out/results_emphasis" 1 "$emphasis" no-keep-source "${mapped[@]}"
   analyze "$out/results_controlled" 1 "$emphasis" keep-source "${mapped[@]}"
+  analyze "$out/results_controlled_once" 0 "$emphasis" keep-source "${mapped[@]}"
 fi
