@@ -142,6 +142,39 @@ def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carr
     return gate_activations(cell, x_proj, h_proj, carry)[0]
 
 
+def _lstm_gate_gradients(
+    acts: tuple[jax.Array, ...],
+    c_before: jax.Array,
+    tanh_c: jax.Array,
+    dh: jax.Array,
+    dc_next: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """d(pre-activation gates i|f|g|o) of one LSTM step and dc_t, from its activations."""
+    i, f, g, o = acts
+    dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+    d_gates = jnp.concatenate(
+        [
+            dc * g * i * (1.0 - i),
+            dc * c_before * f * (1.0 - f),
+            dc * i * (1.0 - g * g),
+            dh * tanh_c * o * (1.0 - o),
+        ],
+        axis=-1,
+    )
+    return d_gates, dc
+
+
+def _gru_gate_gradients(
+    acts: tuple[jax.Array, ...], h_before: jax.Array, dh: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(dr, dz, dn) of one GRU step's pre-activations (dn before the r * h_n product)."""
+    r, z, n, h_n = acts
+    dz = dh * (h_before - n) * z * (1.0 - z)
+    dn = dh * (1.0 - z) * (1.0 - n * n)
+    dr = dn * h_n * r * (1.0 - r)
+    return dr, dz, dn
+
+
 def _gates_fwd(
     cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
 ) -> tuple[Carry, tuple[jax.Array, ...]]:
@@ -156,24 +189,14 @@ def _gates_bwd(
 ) -> tuple[jax.Array, jax.Array, Carry]:
     """The gradient of one step's gate maths from its activations, as `_recurrence_bwd`."""
     if cell == "lstm":
-        i, f, g, o, c_before, tanh_c = saved
+        *acts, c_before, tanh_c = saved
         dh, dc_next = d_new
-        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-        d_gates = jnp.concatenate(
-            [
-                dc * g * i * (1.0 - i),
-                dc * c_before * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                dh * tanh_c * o * (1.0 - o),
-            ],
-            axis=-1,
-        )
-        return d_gates, d_gates, (jnp.zeros_like(dh), dc * f)
-    r, z, n, h_n, h_before = saved
+        d_gates, dc = _lstm_gate_gradients(acts, c_before, tanh_c, dh, dc_next)
+        return d_gates, d_gates, (jnp.zeros_like(dh), dc * acts[1])
+    *acts, h_before = saved
     (dh,) = d_new
-    dz = dh * (h_before - n) * z * (1.0 - z)
-    dn = dh * (1.0 - z) * (1.0 - n * n)
-    dr = dn * h_n * r * (1.0 - r)
+    dr, dz, dn = _gru_gate_gradients(acts, h_before, dh)
+    r, z = acts[0], acts[1]
     return (
         jnp.concatenate([dr, dz, dn], axis=-1),
         jnp.concatenate([dr, dz, dn * r], axis=-1),
@@ -327,19 +350,10 @@ def _recurrence_bwd(
             dh_rec, dc_next, acts_t, grads = loop
             t = steps - 1 - k
             i, f, g, o = jnp.split(acts_t, 4, axis=-1)
-            c, c_before = _at(extra, t), before(extra, carry0[1], t)
+            c_before = before(extra, carry0[1], t)
             dh = _at(d_hs, t) + dh_rec
-            tanh_c = jnp.tanh(c)
-            dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-            d_gates = jnp.concatenate(
-                [
-                    dc * g * i * (1.0 - i),
-                    dc * c_before * f * (1.0 - f),
-                    dc * i * (1.0 - g * g),
-                    dh * tanh_c * o * (1.0 - o),
-                ],
-                axis=-1,
-            )
+            tanh_c = jnp.tanh(_at(extra, t))
+            d_gates, dc = _lstm_gate_gradients((i, f, g, o), c_before, tanh_c, dh, dc_next)
             grads = _put(grads, d_gates, t)
             return back_h(d_gates), dc * f, _at(grads, jnp.maximum(t - 1, 0)), grads
 
@@ -354,9 +368,7 @@ def _recurrence_bwd(
             t = steps - 1 - k
             r, z, n = jnp.split(acts_t, 3, axis=-1)
             dh = _at(d_hs, t) + dh_rec
-            dz = dh * (before(hs, carry0[0], t) - n) * z * (1.0 - z)
-            dn = dh * (1.0 - z) * (1.0 - n * n)
-            dr = dn * h_n * r * (1.0 - r)
+            dr, dz, dn = _gru_gate_gradients((r, z, n, h_n), before(hs, carry0[0], t), dh)
             d_h = back_h(jnp.concatenate([dr, dz, dn * r], axis=-1))
             # Step t's gradients go over its activations (d x_proj = dr|dz|dn) and over
             # its h W_hn + b_hn (dn * r, the n block of d(h W_hh)).
