@@ -123,6 +123,7 @@ class Record:
     machine: dict[str, Any] = dataclasses.field(default_factory=dict)
     torch_flush_denormal: bool | None = None  # torch CPU flush-to-zero (XLA always flushes)
     retained_mb: float | None = None  # CPU: what the first step left resident
+    resident_mb: float | None = None  # CPU: all a warm step holds resident (see Memory)
     speedup_vs_torch: float | None = None  # median examples/s over torch eager's
     speedup_vs_torch_min: float | None = None  # the same from the fastest steps
     notes: str = ""
@@ -523,6 +524,7 @@ class Timing:
     peak_mem_mb: float = 0.0
     peak_rss_mb: float = 0.0
     retained_mb: float | None = None
+    resident_mb: float | None = None
 
 
 def _timed(runner: Runner, timing: Timing, record: bool) -> None:
@@ -545,6 +547,9 @@ class Memory:
     step_mb: float  # peak RSS of a warm step above the RSS before it
     retained_mb: float  # what the first step left resident (compiled code, optimiser
     # state, library caches such as torch's oneDNN GRU workspace)
+    resident_mb: float  # peak RSS of a warm step above the RSS with the frameworks only
+    # imported: weights, optimiser state, gradients, caches, compiled code and the step's
+    # working memory, whichever side of the step boundary each framework keeps them on
 
 
 def measure_memory(name: str, framework: str, mode: str, batch: int) -> Memory:
@@ -572,6 +577,10 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     return_freed_blocks()
     torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
     torch.set_flush_denormal(True)
+    # Both runtimes up (XLA's client and thread pools, torch's kernels), nothing built.
+    jax.jit(jnp.matmul)(jnp.ones((8, 8)), jnp.ones((8, 8))).block_until_ready()
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    imported = settled_rss_mb()
     bc = bench_config(name)
     params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
     inputs = make_inputs(bc.model, batch, 0, bc.sampling)
@@ -580,12 +589,17 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     else:
         state_dict = flax_to_torch(params, bc.model)
         runner = torch_runner(bc, state_dict, inputs, mode, False, framework == "torch-compile")
+        del state_dict
+    del params  # the runner holds its own copy; the host one would count for both sides
     before_first = settled_rss_mb()
     runner()
     before = settled_rss_mb()
     reset_peak_rss()
     runner()
-    return Memory(step_mb=peak_rss_mb() - before, retained_mb=before - before_first)
+    peak = peak_rss_mb()
+    return Memory(
+        step_mb=peak - before, retained_mb=before - before_first, resident_mb=peak - imported
+    )
 
 
 def gpu_step_memory_mb(runner: Runner, framework: str) -> float:
@@ -649,6 +663,7 @@ def bench_case(
             memory = measure_memory(name, framework, mode, batch)
             timings[framework].peak_mem_mb = memory.step_mb
             timings[framework].retained_mb = memory.retained_mb
+            timings[framework].resident_mb = memory.resident_mb
     for repeat in range(repeats):
         for framework, runner in runners.items():
             _timed(runner, timings[framework], record=True)
@@ -681,6 +696,7 @@ def bench_case(
                 compile_s=timing.first_s,
                 peak_mem_mb=timing.peak_mem_mb,
                 retained_mb=timing.retained_mb,
+                resident_mb=timing.resident_mb,
                 peak_rss_mb=timing.peak_rss_mb,
                 flops_per_step=flops,
                 achieved_flops=achieved,
@@ -776,7 +792,8 @@ def run_benchmark(
 def markdown_table(records: Sequence[Record]) -> str:
     """One row per record; `x torch` is median examples/s over torch eager's in the same
     case, `x torch (min)` the same ratio from each framework's fastest step; `peak MB`
-    a warm step's working memory, `kept MB` what the first step left resident."""
+    a warm step's working memory, `kept MB` what the first step left resident,
+    `resident MB` all that a warm step holds resident (weights and optimiser included)."""
     header = (
         "config",
         "mode",
@@ -790,6 +807,7 @@ def markdown_table(records: Sequence[Record]) -> str:
         "compile s",
         "peak MB",
         "kept MB",
+        "resident MB",
         "GFLOP/s",
         "% matmul peak",
         "load",
@@ -811,6 +829,7 @@ def markdown_table(records: Sequence[Record]) -> str:
             f"{r.compile_s:.1f}",
             f"{r.peak_mem_mb:.0f}",
             "" if r.retained_mb is None else f"{r.retained_mb:.0f}",
+            "" if r.resident_mb is None else f"{r.resident_mb:.0f}",
             f"{r.achieved_flops / 1e9:.1f}",
             f"{100 * r.flops_fraction:.0f}%",
             f"{r.load_avg[0]:.1f}",

@@ -61,6 +61,7 @@ def test_records_are_sane(run):
         assert r["examples_per_s"] == pytest.approx(3 / r["median_step_s"])
         assert 0 < r["flops_fraction"] < 10
         assert r["compile_s"] > 0 and r["peak_mem_mb"] >= 0 and r["retained_mb"] is not None
+        assert r["resident_mb"] >= r["peak_mem_mb"]  # the weights and the runtime as well
         assert r["device"].startswith(("jax:cpu", "torch:cpu"))
         if r["framework"] == "torch":
             assert r["speedup_vs_torch"] == pytest.approx(1.0)
