@@ -547,8 +547,8 @@ class Memory:
     step_mb: float  # peak RSS of a warm step above the RSS before it
     retained_mb: float  # what the first step left resident (compiled code, optimiser
     # state, library caches such as torch's oneDNN GRU workspace)
-    resident_mb: float  # peak RSS of a warm step above the RSS with the frameworks only
-    # imported: weights, optimiser state, gradients, caches, compiled code and the step's
+    resident_mb: float  # peak RSS of a warm step above the RSS with both runtimes started
+    # and no weights: weights, optimiser state, gradients, caches, compiled code and the step's
     # working memory, whichever side of the step boundary each framework keeps them on
 
 
@@ -577,13 +577,14 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     return_freed_blocks()
     torch.set_num_threads(min(os.cpu_count() or 1, torch.get_num_threads()))
     torch.set_flush_denormal(True)
-    # Both runtimes up (XLA's client and thread pools, torch's kernels), nothing built.
-    jax.jit(jnp.matmul)(jnp.ones((8, 8)), jnp.ones((8, 8))).block_until_ready()
-    torch.ones(8, 8) @ torch.ones(8, 8)
-    imported = settled_rss_mb()
     bc = bench_config(name)
     params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
     inputs = make_inputs(bc.model, batch, 0, bc.sampling)
+    # The baseline: both runtimes up and the weights initialised (by Flax, for either
+    # framework), less the host weights, which are freed once the runner has its copy.
+    torch.ones(8, 8) @ torch.ones(8, 8)
+    weights_mb = sum(a.nbytes for a in jax.tree.leaves(params)) / 2**20
+    baseline = settled_rss_mb() - weights_mb
     if framework == "jax":
         runner = jax_runner(bc, params, inputs, mode, use_gpu=False)
     else:
@@ -598,7 +599,7 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     runner()
     peak = peak_rss_mb()
     return Memory(
-        step_mb=peak - before, retained_mb=before - before_first, resident_mb=peak - imported
+        step_mb=peak - before, retained_mb=before - before_first, resident_mb=peak - baseline
     )
 
 
