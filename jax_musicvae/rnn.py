@@ -532,7 +532,7 @@ def run_bidirectional_layer(
         w["w_ih"].astype(dtype),
         preferred_element_type=jnp.float32,
     ).reshape(2, steps, batch, -1)  # [2, T, B, G*H]; b_ih is added inside the loop
-    carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
+    zero = tuple(a[None] for a in zero_carry(cell, batch, hidden))  # [1, B, H], either way
     (fwd_carry, fwd_ys), (bwd_carry, bwd_ys) = (
         time_loop(
             cell,
@@ -541,7 +541,7 @@ def run_bidirectional_layer(
             w["b_hh"][d : d + 1],
             w["b_ih"][d : d + 1],
             proj[d : d + 1],
-            tuple(a[d : d + 1] for a in carry),
+            zero,
             gradient,
         )
         for d in range(2)
