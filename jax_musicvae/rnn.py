@@ -8,9 +8,9 @@ the time loop, only `h @ w_hh` runs per step, and the gradient is hand-written
 over all steps after it. The loops keep direction-major [D, T, B, .] arrays and
 write each step's activations, then its gate gradients, over the projected input
 in place, so training holds one [D, T, B, G*H] array per layer. The two directions
-of a bidirectional layer share one input projection and run one loop after the
-other, as torch does (each loop then rereads one direction's W_hh at every step,
-which stays in cache where both would not); on a GPU the bidirectional LSTM encoder
+of a bidirectional layer share one input projection and one loop, except where a
+direction's W_hh is large: then they run one loop after the other, as torch does,
+so each loop keeps its one W_hh in cache; on a GPU the bidirectional LSTM encoder
 can run as jax.experimental.rnn's cuDNN kernel instead (opt-in). Measured speed
 and memory effects of these choices: docs/benchmarks.md.
 
@@ -504,6 +504,12 @@ def run_stack(
     return finals, xs if time_major else jnp.swapaxes(xs, 0, 1)
 
 
+SEQUENTIAL_DIRECTIONS_BYTES = 16 << 20
+"""A bidirectional layer's directions run one loop after the other where one direction's
+W_hh is at least this large (4 MB at bench_small: one loop; 64 MB at hierdec_mel_16bar:
+two)."""
+
+
 def run_bidirectional_layer(
     cell: str,
     w: Params,
@@ -518,10 +524,12 @@ def run_bidirectional_layer(
     flipped in time, so both directions' inputs are projected by one batched matmul:
     the input is flipped before its projection (it is narrower than G*H), and the
     projection comes out as [2, T*B, G*H], the direction-major layout the recurrence
-    keeps, so nothing wide is transposed. The two recurrences then run one after the
-    other, not as one loop of [2, B, H] x [2, H, G*H] steps: a loop that reads one
-    direction's W_hh at every step keeps it in cache (hierdec_mel_16bar's training
-    step 18-20% faster, bench_small's 3-7%; docs/benchmarks.md).
+    keeps, so nothing wide is transposed. The recurrences run as one loop of
+    [2, B, H] x [2, H, G*H] steps, or, where one direction's W_hh has
+    SEQUENTIAL_DIRECTIONS_BYTES or more, as two loops one after the other: a loop that
+    reads one such W_hh at every step keeps it in cache, one that reads both does not
+    (hierdec_mel_16bar's training step 18-20% faster; bench_small's, whose W_hh is 4
+    MB, within +-7% either way; docs/benchmarks.md).
     Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
     """
     steps, batch = xs.shape[:2]
@@ -532,22 +540,31 @@ def run_bidirectional_layer(
         w["w_ih"].astype(dtype),
         preferred_element_type=jnp.float32,
     ).reshape(2, steps, batch, -1)  # [2, T, B, G*H]; b_ih is added inside the loop
-    zero = tuple(a[None] for a in zero_carry(cell, batch, hidden))  # [1, B, H], either way
-    (fwd_carry, fwd_ys), (bwd_carry, bwd_ys) = (
-        time_loop(
-            cell,
-            dtype,
-            w["w_hh"][d : d + 1],
-            w["b_hh"][d : d + 1],
-            w["b_ih"][d : d + 1],
-            proj[d : d + 1],
-            zero,
-            gradient,
+    if w["w_hh"][0].size * jnp.dtype(dtype).itemsize < SEQUENTIAL_DIRECTIONS_BYTES:
+        carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
+        carry, ys = time_loop(
+            cell, dtype, w["w_hh"], w["b_hh"], w["b_ih"], proj, carry, gradient
+        )  # ys [2, T, B, H]
+        h_fwd, h_bwd = carry[0]
+    else:
+        zero = tuple(a[None] for a in zero_carry(cell, batch, hidden))  # [1, B, H]
+        (fwd_carry, fwd_ys), (bwd_carry, bwd_ys) = (
+            time_loop(
+                cell,
+                dtype,
+                w["w_hh"][d : d + 1],
+                w["b_hh"][d : d + 1],
+                w["b_ih"][d : d + 1],
+                proj[d : d + 1],
+                zero,
+                gradient,
+            )
+            for d in range(2)
         )
-        for d in range(2)
-    )  # ys [1, T, B, H]
-    outputs = jnp.concatenate([fwd_ys[0], jnp.flip(bwd_ys[0], axis=0)], axis=-1)
-    return fwd_carry[0][0], bwd_carry[0][0], outputs
+        ys = jnp.concatenate([fwd_ys, bwd_ys])
+        h_fwd, h_bwd = fwd_carry[0][0], bwd_carry[0][0]
+    outputs = jnp.concatenate([ys[0], jnp.flip(ys[1], axis=0)], axis=-1)
+    return h_fwd, h_bwd, outputs
 
 
 def cudnn_lstm_usable(cell: str, dtype: jnp.dtype, dropout_key: jax.Array | None) -> bool:
