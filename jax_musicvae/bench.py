@@ -591,7 +591,7 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
         state_dict = flax_to_torch(params, bc.model)
         runner = torch_runner(bc, state_dict, inputs, mode, False, framework == "torch-compile")
         del state_dict
-    del params  # the runner holds its own copy; the host one would count for both sides
+    del params  # the runner holds its own copy; the baseline assumes the host one freed
     before_first = settled_rss_mb()
     runner()
     before = settled_rss_mb()
