@@ -5,11 +5,13 @@
 #     song's rhythm estimate),
 #   - the unconditioned model with the paper's attribute vector (contrast) and with the
 #     training-free baseline (ridge-regression direction, step calibrated by decoding),
+#     and again with seeds 1 and 2 (each seed of the sign model is compared with the
+#     unregularised model of its own seed),
 #   - the decoder conditioning given the window's own rhythm estimate, with the rest of
 #     z decorrelated from it (a linear Fader-style penalty);
 #   - attribute regularisation of one latent dimension on the window's own rhythm
 #     estimate: regression, regression + decorrelation, sign (AR-VAE) + decorrelation
-#     (cpu_small's default), and the sign one again with a second seed;
+#     (cpu_small's default), and the sign one again with seeds 1 and 2;
 #   - the sign model with the rest of z kept free of danceability by a kernel
 #     independence penalty, and by an adversary with gradient reversal (two seeds);
 # then every attribute-regularised model again (a copy, NAME-map) with its danceability
@@ -58,18 +60,21 @@ declare -A recipes=(
   [latent]="$song --set model.conditioning=latent"
   [decoder]="$song --set model.conditioning=decoder"
   [none]="$song --set model.conditioning=none"
+  [none-seed1]="$song --set model.conditioning=none --set train.seed=1"
+  [none-seed2]="$song --set model.conditioning=none --set train.seed=2"
   [decoder-window-decorrelated]="--set model.conditioning=decoder --set data.danceability=window --set loss.attribute_loss=none --set loss.attribute_decorrelation=1"
   [ar-regression]="$window --set loss.attribute_loss=regression --set loss.attribute_decorrelation=0"
   [ar-regression-decorrelated]="$window --set loss.attribute_loss=regression --set loss.attribute_decorrelation=1"
   [ar-sign-decorrelated]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1"
   [ar-sign-decorrelated-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set train.seed=1"
+  [ar-sign-decorrelated-seed2]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set train.seed=2"
   [ar-sign-independent]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set loss.attribute_independence=10"
   [ar-sign-adversary]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=1"
   [ar-sign-adversary-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=1 --set train.seed=1"
 )
-all=(encoder latent decoder none decoder-window-decorrelated ar-regression
-  ar-regression-decorrelated ar-sign-decorrelated ar-sign-decorrelated-seed1
-  ar-sign-independent ar-sign-adversary ar-sign-adversary-seed1)
+all=(encoder latent decoder none none-seed1 none-seed2 decoder-window-decorrelated
+  ar-regression ar-regression-decorrelated ar-sign-decorrelated ar-sign-decorrelated-seed1
+  ar-sign-decorrelated-seed2 ar-sign-independent ar-sign-adversary ar-sign-adversary-seed1)
 read -r -a order <<< "${MODELS:-${all[*]}}"
 for name in "${order[@]}"; do
   if [ -z "${recipes[$name]+set}" ]; then
@@ -106,12 +111,16 @@ done
 wait
 
 # The unconditioned model twice: with the paper's attribute vector, and (a copy) with
-# the calibrated regression direction; every attribute-regularised model twice: with
+# the calibrated regression direction (its other seeds once, with the attribute vector:
+# they are there for the reconstruction each seed of a method is compared with); every attribute-regularised model twice: with
 # requests Gaussianised as in training, and (a copy) with its danceability map.
 checkpoints=()
 mapped=()
 for name in "${order[@]}"; do
   checkpoints+=("$out/$name")
+  if [[ "$name" == none-seed* ]]; then  # the other seeds of `none`: their reconstruction
+    musicvae attribute-vector --checkpoint "$out/$name" --data "$out/data"
+  fi
   if [ "$name" = none ]; then
     rm -rf "$out/none-regression"
     cp -r "$out/none" "$out/none-regression"
