@@ -186,6 +186,9 @@ class LossConfig:
     # adversary (ModelConfig.adversary_hidden), which predicts t from those
     # dimensions; a gradient reversal makes the encoder maximise what the adversary
     # minimises (Ganin & Lempitsky 2015; Fader networks, Lample et al. 2017).
+    # `attribute_adversary_ramp` > 0 grows that weight linearly from 0 over so many
+    # steps, as Fader networks do: under Adam the adversary learns at its usual rate
+    # while the encoder is pushed ever harder (`schedules.adversary_weight`).
     attribute_loss: AttributeLoss = "none"
     attribute_weight: float = 1.0
     attribute_sign_scale: float = 10.0
@@ -193,6 +196,7 @@ class LossConfig:
     attribute_decorrelation: float = 0.0
     attribute_independence: float = 0.0
     attribute_adversary: float = 0.0
+    attribute_adversary_ramp: int = 0
     attribute_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
@@ -217,6 +221,8 @@ class LossConfig:
             raise ConfigError("attribute_sign_scale must be > 0")
         if self.attribute_dimension < 0:
             raise ConfigError("attribute_dimension must be >= 0")
+        if self.attribute_adversary_ramp < 0:
+            raise ConfigError("attribute_adversary_ramp must be >= 0 (0: no ramp)")
         quantiles = self.attribute_quantiles
         if any(b < a for a, b in zip(quantiles, quantiles[1:], strict=False)):
             raise ConfigError("attribute_quantiles must be sorted")

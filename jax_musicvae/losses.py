@@ -103,13 +103,15 @@ def elbo_loss(
     z: jax.Array | None = None,
     attribute: jax.Array | None = None,
     adversary_prediction: jax.Array | None = None,
+    adversary_weight: float | jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics.
 
     With `loss.uses_attribute` and an `attribute` (the Gaussianised danceability,
     [B]; evaluation without one leaves them out), plus the attribute terms of z and,
     with `loss.attribute_adversary`, the squared error of the model's
-    `adversary_prediction` [B] (its gradient reaches the encoder reversed).
+    `adversary_prediction` [B] (its gradient reaches the encoder reversed), weighted
+    by `adversary_weight` (`schedules.adversary_weight`; None: the configured weight).
     """
     if mask is None:
         mask = jnp.ones(tokens.shape, jnp.float32)
@@ -129,8 +131,11 @@ def elbo_loss(
             if adversary_prediction is None:
                 raise ValueError("loss.attribute_adversary > 0 needs the adversary's prediction")
             error = jnp.mean(jnp.square(adversary_prediction - attribute))
+            if adversary_weight is None:
+                adversary_weight = loss.attribute_adversary
             extra["attribute_adversary"] = error
-            total = total + loss.attribute_adversary * error
+            extra["adversary_weight"] = jnp.asarray(adversary_weight, jnp.float32)
+            total = total + adversary_weight * error
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,

@@ -187,6 +187,7 @@ LOSS_VARIANTS = {
         attribute_decorrelation=0.5,
         attribute_independence=0.5,
         attribute_adversary=0.5,
+        attribute_adversary_ramp=100,  # at BETA_STEP (50) the adversary has half its weight
     ),
 }
 GRADIENT_LOSS = "attribute-sign"
@@ -242,6 +243,7 @@ def _jax_loss(out, tokens, loss_cfg, config, beta, attribute):
         z=out["z"],
         attribute=attribute,
         adversary_prediction=out.get("adversary_prediction"),
+        adversary_weight=schedules.adversary_weight(BETA_STEP, loss_cfg),
     )
 
 
@@ -287,6 +289,7 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
             z=out["z"],
             attribute=h.t(h.attribute),
             adversary_prediction=out.get("adversary_prediction"),
+            adversary_weight=schedules.adversary_weight(BETA_STEP, loss_cfg),
         )
         metrics[variant] = {k: float(v) for k, v in m.items()}
         if variant == GRADIENT_LOSS:

@@ -1,8 +1,8 @@
 """Training schedules as plain functions of the step (framework-free).
 
-Both trainers evaluate beta and the sampling probability on the host in float64
-and hand the result to their step function, so the Flax and torch trainers see
-the same numbers. The learning rate is evaluated on the host by the torch trainer
+Both trainers evaluate beta, the sampling probability and the adversary's weight
+on the host in float64 and hand the result to their step function, so the Flax and
+torch trainers see the same numbers. The learning rate is evaluated on the host by the torch trainer
 and, from the same function, on the device inside the Flax optimiser
 (`steps.learning_rate_schedule`, float32).
 """
@@ -38,6 +38,14 @@ def sampling_probability(step: int, sampling: SamplingConfig) -> float:
     # inverse sigmoid: 1 - k / (k + exp(step / k)) written without overflow.
     k = sampling.rate
     return _sigmoid(step / k - math.log(k))
+
+
+def adversary_weight(step: int, loss: LossConfig) -> float:
+    """The adversary's loss weight: attribute_adversary, grown linearly from 0 over
+    attribute_adversary_ramp steps when that is > 0."""
+    if loss.attribute_adversary_ramp <= 0:
+        return loss.attribute_adversary
+    return loss.attribute_adversary * min(1.0, step / loss.attribute_adversary_ramp)
 
 
 def learning_rate(step: Any, optim: OptimConfig) -> Any:

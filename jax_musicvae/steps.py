@@ -125,6 +125,7 @@ def loss_and_metrics(
     loss: LossConfig,
     sampling: SamplingConfig,
     dropout_key: jax.Array | None = None,
+    adversary_weight: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     out = _forward(params, batch, noise, sampling_probability, model, loss, sampling, dropout_key)
     return elbo_loss(
@@ -138,6 +139,7 @@ def loss_and_metrics(
         z=out["z"],
         attribute=batch.get("attribute"),
         adversary_prediction=out.get("adversary_prediction"),
+        adversary_weight=adversary_weight,
     )
 
 
@@ -152,11 +154,24 @@ def train_step(
     model: ModelConfig,
     loss: LossConfig,
     sampling: SamplingConfig,
+    adversary_weight: jax.Array | None = None,
 ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
-    """One Adam step; a non-finite loss or gradient leaves the state unchanged."""
+    """One Adam step; a non-finite loss or gradient leaves the state unchanged.
+
+    `adversary_weight`: `schedules.adversary_weight` at this step (None: the configured
+    weight, as without a ramp)."""
     grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
     (value, metrics), grads = grad_fn(
-        state.params, batch, noise, beta, sampling_probability, model, loss, sampling, dropout_key
+        state.params,
+        batch,
+        noise,
+        beta,
+        sampling_probability,
+        model,
+        loss,
+        sampling,
+        dropout_key,
+        adversary_weight,
     )
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)

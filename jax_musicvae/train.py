@@ -188,7 +188,7 @@ class Trainer:
         scheduled = sampling.schedule != "teacher_forcing"
         use_dropout = model.dropout > 0
 
-        def step_fn(state, batch, key, step, beta, probability):
+        def step_fn(state, batch, key, step, beta, probability, adversary_weight):
             noise_key, dropout_key = jax.random.split(jax.random.fold_in(key, step))
             noise = draw_noise(noise_key, global_batch, model, scheduled, sampling.token_dropout)
             return train_step(
@@ -201,6 +201,7 @@ class Trainer:
                 model=model,
                 loss=loss,
                 sampling=sampling,
+                adversary_weight=adversary_weight,
             )
 
         def eval_fn(params, batch, key):
@@ -215,7 +216,7 @@ class Trainer:
         repl = self.replicated
         self._train = jax.jit(
             step_fn,
-            in_shardings=(self.state_sharding, self.batch_sharding, repl, repl, repl, repl),
+            in_shardings=(self.state_sharding, self.batch_sharding, repl, repl, repl, repl, repl),
             out_shardings=(self.state_sharding, repl),
             donate_argnums=0,
         )
@@ -253,7 +254,8 @@ class Trainer:
     ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
         beta = np.float32(schedules.beta(run.step, self.config.loss))
         probability = np.float32(schedules.sampling_probability(run.step, self.config.sampling))
-        return self._train(state, batch, run.key, np.int32(run.step), beta, probability)
+        adversary = np.float32(schedules.adversary_weight(run.step, self.config.loss))
+        return self._train(state, batch, run.key, np.int32(run.step), beta, probability, adversary)
 
     def evaluate(self, params: Any, batches: list[dict[str, jax.Array]], seed: int) -> dict:
         """Mean validation metrics over fixed batches with fixed noise."""

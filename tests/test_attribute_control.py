@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import make_checkpoint, tiny_config, write_midi_file
 
-from jax_musicvae import steps
+from jax_musicvae import losses, schedules, steps
 from jax_musicvae.attributes import (
     STEP_SCALES,
     AttributeVector,
@@ -48,6 +48,7 @@ from jax_musicvae.models import MusicVAE, init_params
 from jax_musicvae.statistics import attribute_quantiles, degaussianise, gaussianise, spearman
 from jax_musicvae.train import train
 from torch_reference.loss import attribute_terms as torch_attribute_terms
+from torch_reference.loss import elbo_loss as torch_elbo_loss
 
 MEL = Melody90()
 
@@ -220,6 +221,58 @@ def test_the_adversary_learns_while_the_encoder_works_against_it():
     np.testing.assert_array_equal(predict(z), predict(moved))
     moved[:, 0] += 3.0
     assert not np.allclose(predict(z), predict(moved))
+
+
+def test_the_adversary_weight_ramps_and_both_losses_take_it():
+    loss = LossConfig(attribute_loss="sign", attribute_adversary=2.0, attribute_adversary_ramp=400)
+    assert [schedules.adversary_weight(s, loss) for s in (0, 100, 400, 9000)] == [
+        0.0,
+        0.5,
+        2.0,
+        2.0,
+    ]
+    assert (
+        schedules.adversary_weight(0, dataclasses.replace(loss, attribute_adversary_ramp=0)) == 2.0
+    )
+    with pytest.raises(ConfigError, match="attribute_adversary_ramp must be >= 0"):
+        LossConfig(attribute_adversary_ramp=-1)
+
+    model = dataclasses.replace(tiny_config().model, conditioning="none", adversary_hidden=4)
+    rng = np.random.default_rng(6)
+    b, t = 8, model.sequence_length
+    arrays = {
+        "logits": rng.normal(size=(b, t, model.input_depth)),
+        "tokens": rng.integers(0, model.input_depth, (b, t)),
+        "mu": rng.normal(size=(b, model.z_size)),
+        "sigma": rng.uniform(0.5, 1.5, (b, model.z_size)),
+        "z": rng.normal(size=(b, model.z_size)),
+        "attribute": rng.normal(size=b),
+        "prediction": rng.normal(size=b),
+    }
+    arrays = {k: v if k == "tokens" else v.astype(np.float32) for k, v in arrays.items()}
+    error = np.mean(np.square(arrays["prediction"] - arrays["attribute"]))
+
+    def jax_total(weight):
+        a = {k: jnp.asarray(v) for k, v in arrays.items()}
+        value, _ = losses.elbo_loss(
+            a["logits"], a["tokens"], a["mu"], a["sigma"], loss, model, 0.1, z=a["z"],
+            attribute=a["attribute"], adversary_prediction=a["prediction"],
+            adversary_weight=weight,
+        )  # fmt: skip
+        return float(value)
+
+    def torch_total(weight):
+        a = {k: torch.tensor(v) for k, v in arrays.items()}
+        value, _ = torch_elbo_loss(
+            a["logits"], a["tokens"], a["mu"], a["sigma"], loss, model, 0.1, z=a["z"],
+            attribute=a["attribute"], adversary_prediction=a["prediction"],
+            adversary_weight=weight,
+        )  # fmt: skip
+        return float(value)
+
+    for total in (jax_total, torch_total):
+        assert total(0.5) - total(0.0) == pytest.approx(0.5 * error, rel=1e-4)
+        assert total(None) - total(0.0) == pytest.approx(2.0 * error, rel=1e-4)
 
 
 # ------------------------------------------------- window-level danceability

@@ -181,6 +181,23 @@ def test_fine_tune_from_a_parameters_only_checkpoint(train_dataset, tmp_path):
     assert max(jax.tree.leaves(moved)) < 0.02
 
 
+def test_the_adversary_weight_follows_its_ramp(train_dataset, tmp_path):
+    config = tiny_config(num_steps=6, log_every=1, eval_every=6).override(
+        [
+            "model.conditioning=none",
+            "model.adversary_hidden=4",
+            "loss.attribute_loss=sign",
+            "loss.attribute_adversary=2",
+            "loss.attribute_adversary_ramp=4",
+        ]
+    )
+    train(config, train_dataset, tmp_path)
+    logged = [r for r in records(tmp_path) if r["split"] == "train"]
+    # The record of step s is the update made at 0-based step s - 1.
+    assert [r["adversary_weight"] for r in logged] == pytest.approx([0, 0.5, 1, 1.5, 2, 2])
+    assert all(r["attribute_adversary"] > 0 for r in logged)
+
+
 def test_a_dataset_that_does_not_fit_is_named(train_dataset):
     longer = tiny_config().override(["model.num_bars=4"])
     expected = "windows of 32 steps but the model expects num_bars x steps_per_bar = 64"

@@ -101,6 +101,7 @@ def elbo_loss(
     z: Tensor | None = None,
     attribute: Tensor | None = None,
     adversary_prediction: Tensor | None = None,
+    adversary_weight: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
 
@@ -109,7 +110,8 @@ def elbo_loss(
     [B, T] (1 = valid step; default all ones). With `loss_config.uses_attribute`
     and an `attribute` [B], plus the attribute terms of the sampled z and, with
     `loss_config.attribute_adversary`, the squared error of the model's
-    `adversary_prediction` [B] (its gradient reaches the encoder reversed).
+    `adversary_prediction` [B] (its gradient reaches the encoder reversed), weighted
+    by `adversary_weight` (`schedules.adversary_weight`; None: the configured weight).
     """
     if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(
@@ -150,8 +152,11 @@ def elbo_loss(
             if adversary_prediction is None:
                 raise ValueError("loss.attribute_adversary > 0 needs the adversary's prediction")
             error = (adversary_prediction - attribute).square().mean()
+            if adversary_weight is None:
+                adversary_weight = loss_config.attribute_adversary
             extra["attribute_adversary"] = error
-            loss = loss + loss_config.attribute_adversary * error
+            extra["adversary_weight"] = torch.tensor(float(adversary_weight), dtype=error.dtype)
+            loss = loss + adversary_weight * error
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)

@@ -101,6 +101,7 @@ def train_step(
     lr = schedules.learning_rate(step, optim_cfg)
     beta = schedules.beta(step, loss_cfg)
     p = schedules.sampling_probability(step, sampling_cfg)
+    adversary_weight = schedules.adversary_weight(step, loss_cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -129,6 +130,7 @@ def train_step(
         z=out["z"],
         attribute=batch.get("attribute"),
         adversary_prediction=out.get("adversary_prediction"),
+        adversary_weight=adversary_weight,
     )
     loss.backward()
     grad_norm = clip_gradients(model, optim_cfg)
