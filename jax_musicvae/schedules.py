@@ -2,9 +2,9 @@
 
 Both trainers evaluate beta, the sampling probability and the adversary's weight
 on the host in float64 and hand the result to their step function, so the Flax and
-torch trainers see the same numbers. The learning rate is evaluated on the host by the torch trainer
-and, from the same function, on the device inside the Flax optimiser
-(`steps.learning_rate_schedule`, float32).
+torch trainers see the same numbers. The learning rate is evaluated on the host by
+the torch trainer and, from the same function, on the device inside the Flax
+optimiser (`steps.learning_rate_schedule`, float32).
 """
 
 from __future__ import annotations

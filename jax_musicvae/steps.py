@@ -225,7 +225,8 @@ def eval_step(
     decoded = vae.apply(variables, codes, cond, method=MusicVAE.generate)["tokens"]
     correct = (decoded.reshape(3, *tokens.shape) == tokens[None]).astype(jnp.float32)
     sampled, greedy, shuffled = jnp.mean(correct, axis=(1, 2))
-    metrics = {k: v for k, v in metrics.items() if k not in ("loss", "beta", "kl_cost")}
+    training_only = ("loss", "beta", "kl_cost", "adversary_weight")
+    metrics = {k: v for k, v in metrics.items() if k not in training_only}
     return {
         **metrics,
         "sampled_accuracy": sampled,
