@@ -14,7 +14,7 @@
 #     (cpu_small's default), and the sign one again with seeds 1 and 2;
 #   - the sign model with the rest of z kept free of danceability by a kernel
 #     independence penalty, and by an adversary with gradient reversal (weight 1; and
-#     weight 3 reached by a ramp over the first 1,500 steps; two seeds each);
+#     weight 3 reached by a ramp over the first 1,500 steps; two and three seeds);
 # then every attribute-regularised model again (a copy, NAME-map) with its danceability
 # map (`musicvae danceability-map`: requests turned into codes by decoding training
 # windows), and `musicvae analyze` of all of them on the shared test split:
@@ -74,11 +74,12 @@ declare -A recipes=(
   [ar-sign-adversary-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=1 --set train.seed=1"
   [ar-sign-adversary-ramp]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=3 --set loss.attribute_adversary_ramp=1500"
   [ar-sign-adversary-ramp-seed1]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=3 --set loss.attribute_adversary_ramp=1500 --set train.seed=1"
+  [ar-sign-adversary-ramp-seed2]="$window --set loss.attribute_loss=sign --set loss.attribute_decorrelation=1 --set model.adversary_hidden=64 --set loss.attribute_adversary=3 --set loss.attribute_adversary_ramp=1500 --set train.seed=2"
 )
 all=(encoder latent decoder none none-seed1 none-seed2 decoder-window-decorrelated
   ar-regression ar-regression-decorrelated ar-sign-decorrelated ar-sign-decorrelated-seed1
   ar-sign-decorrelated-seed2 ar-sign-independent ar-sign-adversary ar-sign-adversary-seed1
-  ar-sign-adversary-ramp ar-sign-adversary-ramp-seed1)
+  ar-sign-adversary-ramp ar-sign-adversary-ramp-seed1 ar-sign-adversary-ramp-seed2)
 read -r -a order <<< "${MODELS:-${all[*]}}"
 for name in "${order[@]}"; do
   if [ -z "${recipes[$name]+set}" ]; then
