@@ -16,10 +16,14 @@ rate of 4e-3 with beta2 = 0.99, decaying slowly enough to keep learning for the
 whole run (a cooldown to zero at the end, or 8e-3, did worse).
 
 Danceability: latent dimension 0 is ordered like the Gaussianised rhythm estimate of
-each window (AR-VAE's sign loss), and the other dimensions are decorrelated from it,
-so `musicvae sample/edit --danceability` set that dimension; of the methods compared
-in docs/danceability-control.md this one followed requests best at no cost in
-reconstruction.
+each window (AR-VAE's sign loss), the other dimensions are decorrelated from it, and
+an adversary behind a gradient reversal, its weight ramped from 0 to 3 over the first
+1,500 steps, keeps them free of any danceability it can read; so `musicvae
+sample/edit --danceability` set that dimension. Of the methods compared in
+docs/danceability-control.md, the sign loss follows requests best; the ramped
+adversary adds reconstruction (0.6-2.3 points teacher forced over the
+unregularised model of the same seed, three seeds) and valid samples (96-97% for
+three seeds, against 90-97% without it).
 """
 
 from jax_musicvae.config import LossConfig, ModelConfig, OptimConfig, SamplingConfig
@@ -41,6 +45,7 @@ def get_config() -> ExperimentConfig:
             input_depth=90,
             wiring="magenta",
             encoder_readout_steps=4,
+            adversary_hidden=64,
         ),
         loss=LossConfig(
             free_bits=256.0,
@@ -48,6 +53,8 @@ def get_config() -> ExperimentConfig:
             beta_rate=0.999,
             attribute_loss="sign",
             attribute_decorrelation=1.0,
+            attribute_adversary=3.0,
+            attribute_adversary_ramp=1500,
         ),
         optim=OptimConfig(
             learning_rate=4e-3, min_learning_rate=1e-4, decay_rate=0.9999, adam_b2=0.99
