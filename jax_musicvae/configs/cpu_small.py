@@ -21,7 +21,7 @@ an adversary behind a gradient reversal, its weight ramped from 0 to 3 over the 
 1,500 steps, keeps them free of any danceability it can read; so `musicvae
 sample/edit --danceability` set that dimension. Of the methods compared in
 docs/danceability-control.md, the sign loss follows requests best; the ramped
-adversary adds reconstruction (0.6-2.3 points teacher forced over the
+adversary adds reconstruction (0.4-2.3 points teacher forced over the
 unregularised model of the same seed, three seeds) and valid samples (96-97% for
 three seeds, against 90-97% without it).
 """
