@@ -26,9 +26,9 @@
 # the last again decoded once, without the round: results_controlled_once/.
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
-# JOBS=2 trains two models at a time (one core each); about 9 minutes per model per core
-# at 3000 steps on this project's 2-core machines (about an hour in all with JOBS=2, and
-# about 20 minutes of analysis).
+# JOBS=2 trains two models at a time (one core each); 8-10 minutes per model per core
+# at 3000 steps on this project's 2-core machines (the 18 models in about 80 minutes
+# with JOBS=2, and about 30 minutes of analysis).
 # BARS=16 runs the same experiment at the thesis's length (cpu_16bar, 16-bar windows);
 # MODELS="none ar-sign-decorrelated ..." trains and analyses only the models named.
 set -euo pipefail
