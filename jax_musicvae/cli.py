@@ -7,6 +7,8 @@ import importlib
 import logging
 import sys
 
+from jax_musicvae.host_memory import keep_freed_memory
+
 # Sub-command modules, imported lazily so `musicvae --help` stays fast.
 COMMAND_MODULES = (
     "parity",
@@ -30,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # before any computation starts XLA's or torch's threads
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
