@@ -436,17 +436,30 @@ def run_layer(
 ) -> tuple[Carry, jax.Array]:
     """Run one layer over time-major xs [T, B, in]; returns (final carry, outputs [T, B, H]).
 
-    With `projected`, xs is already x W_ih + b_ih [T, B, G*H].
+    With `projected`, xs is already x W_ih + b_ih [T, B, G*H]. Otherwise the input
+    is projected as one [1, T*B, in] x [1, in, G*H] product, the direction-major layout
+    the recurrence keeps (as `run_bidirectional_layer` does): projected as [T, B, in]
+    x [in, G*H], the backward pass took an LSTM layer 24% longer (docs/benchmarks.md).
     """
-    x_proj = xs if projected else matmul(xs, p["w_ih"], dtype)
-    b_ih = jnp.zeros_like(p["b_ih"]) if projected else p["b_ih"]
+    steps, batch = xs.shape[:2]
+    if projected:
+        x_proj = xs[None]
+        b_ih = jnp.zeros_like(p["b_ih"])
+    else:
+        x_proj = jnp.einsum(
+            "dni,dig->dng",
+            xs.reshape(1, steps * batch, -1).astype(dtype),
+            p["w_ih"][None].astype(dtype),
+            preferred_element_type=jnp.float32,
+        ).reshape(1, steps, batch, -1)
+        b_ih = p["b_ih"]
     carry, ys = time_loop(
         cell,
         dtype,
         p["w_hh"][None],
         p["b_hh"][None],
         b_ih[None],
-        x_proj[None],
+        x_proj,
         tuple(a[None] for a in carry),
         gradient,
     )
