@@ -439,7 +439,8 @@ def run_layer(
     With `projected`, xs is already x W_ih + b_ih [T, B, G*H]. Otherwise the input
     is projected as one [1, T*B, in] x [1, in, G*H] product, the direction-major layout
     the recurrence keeps (as `run_bidirectional_layer` does): projected as [T, B, in]
-    x [in, G*H], the backward pass took an LSTM layer 24% longer (docs/benchmarks.md).
+    x [in, G*H], an LSTM layer's forward and backward pass took 16% longer
+    (docs/benchmarks.md).
     """
     steps, batch = xs.shape[:2]
     if projected:
