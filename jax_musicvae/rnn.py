@@ -118,6 +118,21 @@ def input_projection(p: Params, xs: jax.Array, dtype: jnp.dtype) -> jax.Array:
     return matmul(xs, p["w_ih"], dtype) + p["b_ih"]
 
 
+def project_directions(xs: jax.Array, w_ih: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """x W_ih for D directions at once, xs [D, T, B, in], w_ih [D, in, G*H]: one
+    [D, T*B, in] x [D, in, G*H] product, so the result comes out direction-major
+    [D, T, B, G*H], the layout the recurrence keeps (projected as [T, B, in] x
+    [in, G*H] and given its direction axis after, an LSTM layer's forward and
+    backward pass took 16% longer; docs/benchmarks.md)."""
+    directions, steps, batch = xs.shape[:3]
+    return jnp.einsum(
+        "dni,dig->dng",
+        xs.reshape(directions, steps * batch, -1).astype(dtype),
+        w_ih.astype(dtype),
+        preferred_element_type=jnp.float32,
+    ).reshape(directions, steps, batch, -1)
+
+
 def gate_activations(
     cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
 ) -> tuple[Carry, tuple[jax.Array, ...]]:
@@ -436,24 +451,12 @@ def run_layer(
 ) -> tuple[Carry, jax.Array]:
     """Run one layer over time-major xs [T, B, in]; returns (final carry, outputs [T, B, H]).
 
-    With `projected`, xs is already x W_ih + b_ih [T, B, G*H]. Otherwise the input
-    is projected as one [1, T*B, in] x [1, in, G*H] product, the direction-major layout
-    the recurrence keeps (as `run_bidirectional_layer` does): projected as [T, B, in]
-    x [in, G*H], an LSTM layer's forward and backward pass took 16% longer
-    (docs/benchmarks.md).
+    With `projected`, xs is already x W_ih + b_ih [T, B, G*H].
     """
-    steps, batch = xs.shape[:2]
     if projected:
-        x_proj = xs[None]
-        b_ih = jnp.zeros_like(p["b_ih"])
+        x_proj, b_ih = xs[None], jnp.zeros_like(p["b_ih"])
     else:
-        x_proj = jnp.einsum(
-            "dni,dig->dng",
-            xs.reshape(1, steps * batch, -1).astype(dtype),
-            p["w_ih"][None].astype(dtype),
-            preferred_element_type=jnp.float32,
-        ).reshape(1, steps, batch, -1)
-        b_ih = p["b_ih"]
+        x_proj, b_ih = project_directions(xs[None], p["w_ih"][None], dtype), p["b_ih"]
     carry, ys = time_loop(
         cell,
         dtype,
@@ -546,14 +549,9 @@ def run_bidirectional_layer(
     MB, within +-7% either way; docs/benchmarks.md).
     Returns (h_fwd, h_bwd, outputs [T, B, 2H]).
     """
-    steps, batch = xs.shape[:2]
-    both = jnp.stack([xs, jnp.flip(xs, axis=0)]).reshape(2, steps * batch, xs.shape[-1])
-    proj = jnp.einsum(
-        "dni,dig->dng",
-        both.astype(dtype),
-        w["w_ih"].astype(dtype),
-        preferred_element_type=jnp.float32,
-    ).reshape(2, steps, batch, -1)  # [2, T, B, G*H]; b_ih is added inside the loop
+    batch = xs.shape[1]
+    # [2, T, B, G*H]; b_ih is added inside the loop
+    proj = project_directions(jnp.stack([xs, jnp.flip(xs, axis=0)]), w["w_ih"], dtype)
     if w["w_hh"][0].size * jnp.dtype(dtype).itemsize < SEQUENTIAL_DIRECTIONS_BYTES:
         carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
         carry, ys = time_loop(
