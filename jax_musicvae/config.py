@@ -27,6 +27,10 @@ SAMPLING_SCHEDULES = ("teacher_forcing", "constant", "exponential", "inverse_sig
 COMPUTE_DTYPES = ("float32", "bfloat16")
 RNN_GRADIENTS = ("custom", "autodiff")
 ATTRIBUTE_LOSSES = ("none", "regression", "sign")
+# melody90's first note-on token (the rhythm decoder's targets are the tokens at or
+# above it) and pianoroll61's depth (a representation without note-on tokens).
+FIRST_NOTE_ON = 2
+PIANOROLL61_DEPTH = 61
 
 
 class ConfigError(ValueError):
@@ -87,6 +91,14 @@ class ModelConfig:
     # Gaussianised danceability from z through a gradient reversal
     # (LossConfig.attribute_adversary weighs it; docs/danceability-control.md).
     adversary_hidden: int = 0
+    # Hidden size of the rhythm decoder (0: none), an MLP from z's first
+    # `rhythm_code_size` dimensions to one note-on logit per step (EC2-VAE's rhythm
+    # decoder): the core decoder then reads each step's note-on flag beside its other
+    # inputs, the truth in training and the rhythm decoder's (logit > 0) when it
+    # decodes a code, so a melody's onsets, and with them its rhythm estimate, come
+    # from those dimensions alone (docs/danceability-control.md).
+    rhythm_hidden: int = 0
+    rhythm_code_size: int = 16
 
     def __post_init__(self) -> None:
         _check_choice("cell", self.cell, CELLS)
@@ -119,6 +131,18 @@ class ModelConfig:
             raise ConfigError("latent_condition_sigma must be >= 0")
         if self.adversary_hidden < 0:
             raise ConfigError("adversary_hidden must be >= 0 (0: no adversary)")
+        if self.rhythm_hidden < 0:
+            raise ConfigError("rhythm_hidden must be >= 0 (0: no rhythm decoder)")
+        if self.rhythm_hidden and not 1 <= self.rhythm_code_size <= self.head_size:
+            raise ConfigError(
+                f"rhythm_code_size={self.rhythm_code_size} must be in [1, {self.head_size}] "
+                "(the encoded dimensions the rhythm decoder reads)"
+            )
+        if self.rhythm_hidden and self.input_depth == PIANOROLL61_DEPTH:
+            raise ConfigError(
+                "rhythm_hidden > 0 needs melody90 tokens (note-ons are tokens >= "
+                f"{FIRST_NOTE_ON}); pianoroll61 (input_depth {PIANOROLL61_DEPTH}) has none"
+            )
 
     @property
     def sequence_length(self) -> int:
@@ -198,6 +222,9 @@ class LossConfig:
     attribute_adversary: float = 0.0
     attribute_adversary_ramp: int = 0
     attribute_quantiles: tuple[float, ...] = ()
+    # With a rhythm decoder (ModelConfig.rhythm_hidden): weight of its loss, the
+    # binary cross-entropy of each step's note-on, summed over steps (nats).
+    rhythm_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("recon_loss", self.recon_loss, RECON_LOSSES)
@@ -212,6 +239,7 @@ class LossConfig:
                 "attribute_decorrelation",
                 "attribute_independence",
                 "attribute_adversary",
+                "rhythm_weight",
             )
         }
         negative = [name for name, value in weights.items() if value < 0]

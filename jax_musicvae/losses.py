@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jax_musicvae.config import LossConfig, ModelConfig
+from jax_musicvae.config import FIRST_NOTE_ON, LossConfig, ModelConfig
 
 LOG_CLAMP = -100.0  # torch's BCELoss clamps its logarithms here
 
@@ -58,6 +58,21 @@ def normalised_hsic(x: jax.Array, t: jax.Array) -> jax.Array:
     return jnp.sum(kx * kt) / jnp.sqrt(jnp.sum(kx * kx) * jnp.sum(kt * kt) + 1e-8)
 
 
+def rhythm_terms(
+    rhythm_logits: jax.Array, tokens: jax.Array, mask: jax.Array
+) -> dict[str, jax.Array]:
+    """The rhythm decoder's note-on cross-entropy (summed over steps, mean over the
+    batch) and the share of steps whose note-on it gets right."""
+    onsets = (tokens >= FIRST_NOTE_ON).astype(jnp.float32)
+    logits = rhythm_logits.astype(jnp.float32)
+    per_step = jnp.logaddexp(0.0, logits) - onsets * logits  # -log p(note-on flag)
+    right = ((logits > 0) == (onsets > 0)).astype(jnp.float32)
+    return {
+        "rhythm": jnp.mean(jnp.sum(mask * per_step, axis=-1)),
+        "rhythm_accuracy": jnp.sum(mask * right) / jnp.sum(mask),
+    }
+
+
 def attribute_terms(z: jax.Array, target: jax.Array, loss: LossConfig) -> dict[str, jax.Array]:
     """The attribute regulariser of z's dimension r; the decorrelation of the others from
     the target and their kernel dependence on it (`normalised_hsic`).
@@ -104,6 +119,7 @@ def elbo_loss(
     attribute: jax.Array | None = None,
     adversary_prediction: jax.Array | None = None,
     adversary_weight: float | jax.Array | None = None,
+    rhythm_logits: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Loss = mean_b r_b + beta * mean_b max(KL_b - free nats, 0), with its metrics.
 
@@ -112,6 +128,8 @@ def elbo_loss(
     with `loss.attribute_adversary`, the squared error of the model's
     `adversary_prediction` [B] (its gradient reaches the encoder reversed), weighted
     by `adversary_weight` (`schedules.adversary_weight`; None: the configured weight).
+    With a rhythm decoder's `rhythm_logits` [B, T], plus `loss.rhythm_weight` times
+    its note-on cross-entropy (`rhythm_terms`).
     """
     if mask is None:
         mask = jnp.ones(tokens.shape, jnp.float32)
@@ -136,6 +154,11 @@ def elbo_loss(
             extra["attribute_adversary"] = error
             extra["adversary_weight"] = jnp.asarray(adversary_weight, jnp.float32)
             total = total + adversary_weight * error
+    if model.rhythm_hidden:
+        if rhythm_logits is None:
+            raise ValueError("a model with a rhythm decoder needs its rhythm_logits in the loss")
+        extra.update(rhythm_terms(rhythm_logits, tokens, mask))
+        total = total + loss.rhythm_weight * extra["rhythm"]
     correct = (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32)
     metrics = {
         "loss": total,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jax_musicvae import rnn
-from jax_musicvae.config import ModelConfig
+from jax_musicvae.config import FIRST_NOTE_ON, ModelConfig
 
 Params = dict[str, jax.Array]
 
@@ -66,6 +66,11 @@ def adversary_input(z: jax.Array, head_size: int, skipped: int | None) -> jax.Ar
     if skipped is not None:
         z = z * (jnp.arange(head_size) != skipped).astype(z.dtype)
     return reverse_gradient(z)
+
+
+def note_ons(tokens: jax.Array) -> jax.Array:
+    """[B, T] float 1 where a melody90 token starts a note: the rhythm decoder's targets."""
+    return (tokens >= FIRST_NOTE_ON).astype(jnp.float32)
 
 
 def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
@@ -147,15 +152,18 @@ class Decoder(nn.Module):
         if cfg.wiring == "original":
             self.conductor = rnn.StackWeights(code, hidden, layers, cfg.cell)
             self.conductor_embeddings = DenseWeights(hidden, cfg.latent_size)
-            core_input = depth + cfg.latent_size
+            core_input = cfg.latent_size
         elif cfg.hierarchical:
             self.conductor = rnn.StackWeights(1, hidden, layers, cfg.cell)
             self.conductor_initial_state = DenseWeights(code, state_size)
             self.core_initial_state = DenseWeights(hidden, state_size)
-            core_input = depth + hidden
+            core_input = hidden
         else:
             self.core_initial_state = DenseWeights(code, state_size)
-            core_input = depth + code
+            core_input = code
+        # The core reads [previous token one-hot, note-on flag (with a rhythm decoder),
+        # bar context].
+        core_input += depth + (1 if cfg.rhythm_hidden else 0)
         self.core = rnn.StackWeights(core_input, hidden, layers, cfg.cell)
         self.out = DenseWeights(hidden, depth)
 
@@ -213,17 +221,21 @@ class Decoder(nn.Module):
 
     def core_input(
         self, stack: list[dict[str, Params]], context: jax.Array
-    ) -> tuple[jax.Array, jax.Array]:
-        """Split the core's first input projection into its token and bar-context halves.
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+        """Split the core's first input projection into its token, note-on and context parts.
 
-        The core reads [previous token one-hot, bar context]; the context is the same
-        for all S steps of a bar, so its half of x W_ih (+ b_ih) is computed once per
-        bar instead of once per step. Returns (W_ih token rows [D, G*H], context
-        projection [..., G*H]).
+        The core reads [previous token one-hot, note-on flag, bar context]; the context
+        is the same for all S steps of a bar, so its part of x W_ih (+ b_ih) is computed
+        once per bar instead of once per step. Returns (W_ih token rows [D, G*H], the
+        note-on row [G*H] or None without a rhythm decoder, context projection [..., G*H]).
         """
         w_ih, depth = stack[0]["uni"]["w_ih"], self.config.input_depth
-        context_proj = rnn.matmul(context, w_ih[depth:], self._dtype) + stack[0]["uni"]["b_ih"]
-        return w_ih[:depth], context_proj
+        flags = 1 if self.config.rhythm_hidden else 0
+        context_proj = (
+            rnn.matmul(context, w_ih[depth + flags :], self._dtype) + stack[0]["uni"]["b_ih"]
+        )
+        w_note_on = w_ih[depth] if flags else None
+        return w_ih[:depth], w_note_on, context_proj
 
     def teacher_forced(
         self,
@@ -231,10 +243,12 @@ class Decoder(nn.Module):
         z_dec: jax.Array,
         deterministic: bool,
         token_keep: jax.Array | None = None,
+        onsets: jax.Array | None = None,
     ) -> jax.Array:
         """Logits [B, T, D] with the true previous token fed at every step.
 
-        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input.
+        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input;
+        `onsets` [B, T] are the note-on flags a rhythm decoder's model reads.
         """
         cfg = self.config
         key = self._dropout_key(deterministic)
@@ -248,8 +262,10 @@ class Decoder(nn.Module):
         if token_keep is not None:
             previous = previous * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
         stack = self.core()
-        w_token, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
+        w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
         x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[None]
+        if w_note_on is not None:
+            x_proj = x_proj + jnp.swapaxes(_to_bars(onsets, bars), 0, 1)[..., None] * w_note_on
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
         _, top = rnn.run_stack(
             cfg.cell,
@@ -276,10 +292,12 @@ class Decoder(nn.Module):
         temperature: float,
         deterministic: bool,
         token_keep: jax.Array | None = None,
+        onsets: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         """Scheduled sampling, bars batched: within a bar, feed back a sample with prob. p.
 
-        `token_keep` [B, T] zeroes the fed input (truth or sample) where it is 0.
+        `token_keep` [B, T] zeroes the fed input (truth or sample) where it is 0; the
+        note-on flags `onsets` [B, T] (rhythm decoder) are always the given ones.
         """
         cfg = self.config
         key = self._dropout_key(deterministic)
@@ -297,7 +315,7 @@ class Decoder(nn.Module):
         fed_back = (choose_noise < sampling_probability) & not_bar_start[None, :]
         carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
         stack, out = self.core(), self.out()
-        w_token, context_proj = self.core_input(stack, context.reshape(rows, -1))
+        w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(rows, -1))
         if token_keep is None:
             token_keep = jnp.ones(tokens.shape, jnp.float32)
         time_major = (
@@ -305,18 +323,22 @@ class Decoder(nn.Module):
             jnp.swapaxes(_to_bars(fed_back, bars), 0, 1),
             jnp.swapaxes(_to_bars(gumbel, bars), 0, 1),
             jnp.swapaxes(_to_bars(token_keep, bars), 0, 1),
+            None if w_note_on is None else jnp.swapaxes(_to_bars(onsets, bars), 0, 1),
             jnp.arange(steps),
         )
 
         def step(state, xs):
             carries, sampled_prev = state
-            truth_t, feed_t, gumbel_t, keep_t, s = xs
+            truth_t, feed_t, gumbel_t, keep_t, onset_t, s = xs
             previous = jnp.where(feed_t[:, None], sampled_prev, truth_t) * keep_t[:, None]
+            x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj
+            if w_note_on is not None:
+                x_proj = x_proj + onset_t[:, None] * w_note_on
             step_key = None if core_key is None else jax.random.fold_in(core_key, s)
             carries, top = rnn.stack_step(
                 cfg.cell,
                 stack,
-                rnn.matmul(previous, w_token, self._dtype) + context_proj,
+                x_proj,
                 carries,
                 self._dtype,
                 cfg.dropout,
@@ -339,32 +361,47 @@ class Decoder(nn.Module):
         }
 
     def generate(
-        self, z_dec: jax.Array, gumbel: jax.Array | None, temperature: float
+        self,
+        z_dec: jax.Array,
+        gumbel: jax.Array | None,
+        temperature: float,
+        onsets: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """Free-running decoding; bar u starts from the last token of bar u-1."""
+        """Free-running decoding; bar u starts from the last token of bar u-1.
+
+        `onsets` [B, T]: the note-on flags a rhythm decoder's model reads."""
         cfg = self.config
         batch, bars, steps, depth = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         context, core_init = self.bar_context(z_dec, None)
         stack, out = self.core(), self.out()
-        w_token, context_proj = self.core_input(stack, context)
+        w_token, w_note_on, context_proj = self.core_input(stack, context)
         if gumbel is None:
             noise = jnp.zeros((bars, steps, batch, depth), jnp.float32)
         else:
             noise = jnp.transpose(gumbel.reshape(batch, bars, steps, depth), (1, 2, 0, 3))
+        per_step = (
+            noise,
+            None
+            if w_note_on is None
+            else jnp.transpose(onsets.reshape(batch, bars, steps), (1, 2, 0)),
+        )
         per_bar = (
             jnp.swapaxes(context_proj, 0, 1),
             [tuple(jnp.swapaxes(a, 0, 1) for a in cr) for cr in core_init],
-            noise,
+            per_step,
         )
         scale = 1.0 if gumbel is None else 1.0 / temperature
 
         def bar(previous, xs):
-            context_proj_u, carries, noise_u = xs
+            context_proj_u, carries, per_step_u = xs
 
-            def step(state, noise_t):
+            def step(state, xs_t):
                 carries, previous = state
+                noise_t, onset_t = xs_t
                 # The one-hot times W_ih is a row lookup; index `depth` reads the zero start.
                 x_proj = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
+                if w_note_on is not None:
+                    x_proj = x_proj + onset_t[:, None] * w_note_on
                 carries, top = rnn.stack_step(
                     cfg.cell, stack, x_proj + context_proj_u, carries, self._dtype, projected=True
                 )
@@ -372,7 +409,7 @@ class Decoder(nn.Module):
                 token = jnp.argmax(logits * scale + noise_t, -1)
                 return (carries, token), (logits, token)
 
-            (_, previous), outputs = jax.lax.scan(step, (carries, previous), noise_u)
+            (_, previous), outputs = jax.lax.scan(step, (carries, previous), per_step_u)
             return previous, outputs
 
         start = jnp.full((batch,), depth, jnp.int32)
@@ -398,6 +435,24 @@ class AttributeAdversary(nn.Module):
         return dense(self.output(), jax.nn.relu(dense(self.hidden(), z, dtype)), dtype)[:, 0]
 
 
+class RhythmDecoder(nn.Module):
+    """An MLP (one tanh layer) from z's first `rhythm_code_size` dimensions to one
+    note-on logit per step, [B, T]."""
+
+    config: ModelConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.hidden = DenseWeights(cfg.rhythm_code_size, cfg.rhythm_hidden)
+        self.output = DenseWeights(cfg.rhythm_hidden, cfg.sequence_length)
+
+    def __call__(self, z: jax.Array) -> jax.Array:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.compute_dtype)
+        hidden = jnp.tanh(dense(self.hidden(), z[:, : cfg.rhythm_code_size], dtype))
+        return dense(self.output(), hidden, dtype)
+
+
 class MusicVAE(nn.Module):
     """Encoder, latent code (with the danceability condition) and decoder."""
 
@@ -411,6 +466,8 @@ class MusicVAE(nn.Module):
         self.decoder = Decoder(cfg)
         if cfg.adversary_hidden:
             self.adversary = AttributeAdversary(cfg)
+        if cfg.rhythm_hidden:
+            self.rhythm = RhythmDecoder(cfg)
 
     def _check_condition(self, condition: jax.Array | None, batch: int) -> None:
         if self.config.uses_condition:
@@ -465,6 +522,7 @@ class MusicVAE(nn.Module):
         deterministic: bool = True,
         token_keep: jax.Array | None = None,
         attribute_dimension: int | None = None,
+        predicted_onsets: bool = False,
     ) -> dict[str, jax.Array]:
         """Encode, sample z = mu + sigma * eps and decode with the true or sampled inputs.
 
@@ -473,6 +531,9 @@ class MusicVAE(nn.Module):
         `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         With an adversary, `adversary_prediction` [B] is its prediction from z without
         `attribute_dimension` (the regularised one, if any), through the gradient reversal.
+        With a rhythm decoder, `rhythm_logits` [B, T] are its note-on logits from z, and
+        the core reads the true note-ons (training) or, with `predicted_onsets`, the
+        rhythm decoder's (what a reconstruction from z has).
         """
         cfg = self.config
         mu, sigma = self.encode(tokens, condition, deterministic)
@@ -485,10 +546,16 @@ class MusicVAE(nn.Module):
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
         if cfg.adversary_hidden:
             result["adversary_prediction"] = self.predict_attribute(z, attribute_dimension)
+        onsets = None
+        if cfg.rhythm_hidden:
+            result["rhythm_logits"] = self.rhythm(z)
+            onsets = self.onsets(z) if predicted_onsets else note_ons(tokens)
         if token_keep is not None:
             check_shape("token_keep", token_keep, (batch, cfg.sequence_length))
         if choose_noise is None:
-            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, deterministic, token_keep)
+            result["logits"] = self.decoder.teacher_forced(
+                tokens, z_dec, deterministic, token_keep, onsets
+            )
             return result
         if gumbel is None:
             raise ValueError("scheduled sampling needs both choose_noise and gumbel")
@@ -504,9 +571,14 @@ class MusicVAE(nn.Module):
                 temperature,
                 deterministic,
                 token_keep,
+                onsets,
             )
         )
         return result
+
+    def onsets(self, z: jax.Array) -> jax.Array:
+        """The rhythm decoder's note-on flags [B, T] for codes z (1 where its logit > 0)."""
+        return (jax.lax.stop_gradient(self.rhythm(z)) > 0).astype(jnp.float32)
 
     def predict_attribute(self, z: jax.Array, attribute_dimension: int | None) -> jax.Array:
         """The adversary's prediction [B] from z without `attribute_dimension`: its
@@ -520,12 +592,15 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         gumbel: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """Free-running tokens [B, T] from z [B, z_size]; argmax without gumbel noise."""
+        """Free-running tokens [B, T] from z [B, z_size]; argmax without gumbel noise.
+
+        With a rhythm decoder the note-ons are its (logit > 0) at any temperature."""
         cfg = self.config
         z_dec = self.decoder_code(z, condition)
         if gumbel is not None:
             check_shape("gumbel", gumbel, (z.shape[0], cfg.sequence_length, cfg.input_depth))
-        return self.decoder.generate(z_dec, gumbel, temperature)
+        onsets = self.onsets(z) if cfg.rhythm_hidden else None
+        return self.decoder.generate(z_dec, gumbel, temperature, onsets)
 
 
 def init_params(config: ModelConfig, key: jax.Array, batch: int = 1) -> dict[str, Any]:

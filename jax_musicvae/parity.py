@@ -52,12 +52,14 @@ class Combination:
     wiring: str
     bars: int = 2
     readout: int = 0
+    rhythm: bool = False
 
     @property
     def name(self) -> str:
         flat = "-flat" if self.bars == 1 else ""
         readout = f"-readout{self.readout}" if self.readout else ""
-        return f"{self.cell}/{self.conditioning}/{self.wiring}{flat}{readout}"
+        rhythm = "-rhythm" if self.rhythm else ""
+        return f"{self.cell}/{self.conditioning}/{self.wiring}{flat}{readout}{rhythm}"
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -74,6 +76,8 @@ class Combination:
             wiring=self.wiring,
             encoder_readout_steps=self.readout,
             adversary_hidden=5,
+            rhythm_hidden=7 if self.rhythm else 0,
+            rhythm_code_size=3,
         )
 
 
@@ -89,7 +93,8 @@ class CheckResult:
 
 
 def combinations() -> list[Combination]:
-    """The 16 cell x conditioning x wiring combinations, Magenta's flat decoder, chunk readout."""
+    """The 16 cell x conditioning x wiring combinations, Magenta's flat decoder, chunk
+    readout, the rhythm decoder."""
     combos = [
         Combination(cell, cond, wiring)
         for wiring, cell, cond in itertools.product(
@@ -98,6 +103,7 @@ def combinations() -> list[Combination]:
     ]
     combos += [Combination(cell, "none", "magenta", bars=1) for cell in ("lstm", "gru")]
     combos += [Combination(cell, "encoder", "magenta", readout=2) for cell in ("lstm", "gru")]
+    combos += [Combination(cell, "none", "magenta", rhythm=True) for cell in ("lstm", "gru")]
     return combos
 
 
@@ -176,7 +182,8 @@ LOSS_VARIANTS = {
     ),
     "decorrelation": LossConfig(free_bits=1.0, attribute_decorrelation=0.5),
     "independence": LossConfig(free_bits=1.0, attribute_independence=0.5),
-    # The gradient check's objective: the ELBO plus every attribute term.
+    # The gradient check's objective: the ELBO plus every attribute term (and the
+    # rhythm decoder's, where the model has one).
     "attribute-sign": LossConfig(
         free_bits=1.0,
         max_beta=0.5,
@@ -188,6 +195,7 @@ LOSS_VARIANTS = {
         attribute_independence=0.5,
         attribute_adversary=0.5,
         attribute_adversary_ramp=100,  # at BETA_STEP (50) the adversary has half its weight
+        rhythm_weight=0.7,
     ),
 }
 GRADIENT_LOSS = "attribute-sign"
@@ -196,6 +204,8 @@ ATTRIBUTE_METRICS = (
     "attribute_decorrelation",
     "attribute_independence",
     "attribute_adversary",
+    "rhythm",
+    "rhythm_accuracy",
 )
 BETA_STEP = 50
 
@@ -244,6 +254,7 @@ def _jax_loss(out, tokens, loss_cfg, config, beta, attribute):
         attribute=attribute,
         adversary_prediction=out.get("adversary_prediction"),
         adversary_weight=schedules.adversary_weight(BETA_STEP, loss_cfg),
+        rhythm_logits=out.get("rhythm_logits"),
     )
 
 
@@ -290,6 +301,7 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
             attribute=h.t(h.attribute),
             adversary_prediction=out.get("adversary_prediction"),
             adversary_weight=schedules.adversary_weight(BETA_STEP, loss_cfg),
+            rhythm_logits=out.get("rhythm_logits"),
         )
         metrics[variant] = {k: float(v) for k, v in m.items()}
         if variant == GRADIENT_LOSS:
@@ -308,7 +320,7 @@ def check_outputs(h: Harness) -> Iterator[CheckResult]:
     got, ref = h.teacher_forced()
     errors = {
         k: _max_abs(got.outputs[k], ref.outputs[k])
-        for k in ("logits", "mu", "sigma", "z", "z_dec", "adversary_prediction")
+        for k in ("logits", "mu", "sigma", "z", "z_dec", "adversary_prediction", "rhythm_logits")
         if k in ref.outputs
     }
     worst = max(errors, key=errors.get)

@@ -140,6 +140,7 @@ def loss_and_metrics(
         attribute=batch.get("attribute"),
         adversary_prediction=out.get("adversary_prediction"),
         adversary_weight=adversary_weight,
+        rhythm_logits=out.get("rhythm_logits"),
     )
 
 
@@ -192,6 +193,9 @@ def eval_step(
 ) -> dict[str, jax.Array]:
     """Teacher-forced ELBO metrics plus free-running (argmax) reconstruction accuracies.
 
+    With a rhythm decoder the teacher-forced pass reads its note-ons, not the true
+    ones (a reconstruction from z has no others).
+
     `sampled_accuracy` decodes z = mu + sigma * eps, `greedy_accuracy` decodes mu, and
     `shuffled_accuracy` decodes another example's mu (the batch rolled by one): the gap
     between the last two is how much the decoder relies on the code.
@@ -199,7 +203,7 @@ def eval_step(
     vae = MusicVAE(model)
     variables = {"params": params}
     tokens, condition = batch["tokens"], batch.get("condition")
-    out = vae.apply(variables, tokens, condition, eps)
+    out = vae.apply(variables, tokens, condition, eps, predicted_onsets=True)
     prediction = None  # the adversary's, from mu like the other attribute terms here
     if model.adversary_hidden:
         prediction = vae.apply(
@@ -219,6 +223,7 @@ def eval_step(
         z=out["mu"],
         attribute=batch.get("attribute"),
         adversary_prediction=prediction,
+        rhythm_logits=out.get("rhythm_logits"),
     )
     codes = jnp.concatenate([out["z"], out["mu"], jnp.roll(out["mu"], 1, axis=0)])
     cond = None if condition is None else jnp.concatenate([condition] * 3)

@@ -1,7 +1,7 @@
 """Every parity check for every combination, as pytest cases (CPU).
 
 The default run checks a smoke set that covers both cells, both wirings, every
-conditioning, the flat decoder and the encoder's chunk readout; the rest of the
+conditioning, the flat decoder, the encoder's chunk readout and the rhythm decoder; the rest of the
 matrix is marked slow (run by `.ci/run` and `pytest -m slow`).
 """
 
@@ -18,6 +18,7 @@ SMOKE = (
     "gru/decoder/original",
     "lstm/encoder/magenta-readout2",
     "gru/none/magenta-flat",
+    "lstm/none/magenta-rhythm",
 )
 CASES = [
     pytest.param(c, id=c.name, marks=() if c.name in SMOKE else pytest.mark.slow)
@@ -33,6 +34,7 @@ def test_smoke_set_covers_every_option() -> None:
     assert {c.conditioning for c in chosen} == {"none", "encoder", "latent", "decoder"}
     assert any(c.bars == 1 for c in chosen)
     assert any(c.readout for c in chosen)
+    assert any(c.rhythm for c in chosen)
 
 
 @pytest.mark.parametrize("combo", CASES)
@@ -47,9 +49,9 @@ def test_combination_agrees(combo: suite.Combination) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_suite_covers_sixteen_plus_flat_plus_readout() -> None:
+def test_suite_covers_sixteen_plus_flat_readout_and_rhythm() -> None:
     names = {c.name for c in COMBINATIONS}
-    assert len(names) == 20
+    assert len(names) == 22
     assert {"gru/decoder/original", "lstm/latent/magenta", "gru/none/magenta-flat"} <= names
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jax_musicvae.config import LossConfig, ModelConfig
+from jax_musicvae.config import FIRST_NOTE_ON, LossConfig, ModelConfig
 
 _LOG_CLAMP = -100.0  # torch BCELoss's clamp, kept for the original's loss
 
@@ -102,6 +102,7 @@ def elbo_loss(
     attribute: Tensor | None = None,
     adversary_prediction: Tensor | None = None,
     adversary_weight: float | None = None,
+    rhythm_logits: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """loss = mean_b r_b + beta * mean_b max(kl_b - free_nats, 0), and detached metrics.
 
@@ -112,6 +113,8 @@ def elbo_loss(
     `loss_config.attribute_adversary`, the squared error of the model's
     `adversary_prediction` [B] (its gradient reaches the encoder reversed), weighted
     by `adversary_weight` (`schedules.adversary_weight`; None: the configured weight).
+    With a rhythm decoder's `rhythm_logits` [B, T], plus `loss_config.rhythm_weight`
+    times its note-on cross-entropy (summed over steps, mean over the batch).
     """
     if logits.dim() != 3 or tuple(tokens.shape) != tuple(logits.shape[:2]):
         raise ValueError(
@@ -157,6 +160,16 @@ def elbo_loss(
             extra["attribute_adversary"] = error
             extra["adversary_weight"] = torch.tensor(float(adversary_weight), dtype=error.dtype)
             loss = loss + adversary_weight * error
+    if model_config.rhythm_hidden:
+        if rhythm_logits is None:
+            raise ValueError("a model with a rhythm decoder needs its rhythm_logits in the loss")
+        onsets = (tokens >= FIRST_NOTE_ON).to(rhythm_logits.dtype)
+        per_step = F.binary_cross_entropy_with_logits(rhythm_logits, onsets, reduction="none")
+        rhythm = (mask * per_step).sum(dim=1).mean()
+        right = ((rhythm_logits > 0) == (onsets > 0)).to(mask.dtype)
+        extra["rhythm"] = rhythm
+        extra["rhythm_accuracy"] = (mask * right).sum() / mask.sum()
+        loss = loss + loss_config.rhythm_weight * rhythm
 
     with torch.no_grad():
         correct = (logits.argmax(dim=-1) == tokens).to(logits.dtype)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jax_musicvae.config import ModelConfig
+from jax_musicvae.config import FIRST_NOTE_ON, ModelConfig
 
 RNNState = Tensor | tuple[Tensor, Tensor]
 
@@ -46,6 +46,11 @@ def _split_state(flat: Tensor, cell: str, layers: int, hidden: int) -> RNNState:
     if cell == "lstm":
         return parts[0].contiguous(), parts[1].contiguous()
     return parts[0].contiguous()
+
+
+def note_ons(tokens: Tensor, dtype: torch.dtype) -> Tensor:
+    """[B, T] 1 where a melody90 token starts a note: the rhythm decoder's targets."""
+    return (tokens >= FIRST_NOTE_ON).to(dtype)
 
 
 def _tokens_error(name: str, cfg: ModelConfig, got: object) -> ValueError:
@@ -143,9 +148,9 @@ class Decoder(nn.Module):
             self.core_initial_state = nn.Sequential(nn.Linear(Lz, layers * k * H), nn.Tanh())
             embedding_size = Lz
         self._rnn_name = cfg.cell
-        self.add_module(
-            self._rnn_name, _rnn(cfg.cell, cfg.input_depth + embedding_size, H, layers, cfg.dropout)
-        )
+        # The core reads [previous token one-hot, note-on flag (rhythm decoder), context].
+        core_input = cfg.input_depth + (1 if cfg.rhythm_hidden else 0) + embedding_size
+        self.add_module(self._rnn_name, _rnn(cfg.cell, core_input, H, layers, cfg.dropout))
         self.out = nn.Sequential(nn.Linear(H, cfg.input_depth))  # index 0 as in the original
 
     @property
@@ -180,12 +185,23 @@ class Decoder(nn.Module):
         one_hot = F.one_hot(tokens, self.cfg.input_depth).to(dtype)
         return F.pad(one_hot, (0, 0, 1, 0))[:, :-1]
 
+    def _with_onsets(self, prev: Tensor, onsets: Tensor | None) -> Tensor:
+        """[..., D] previous-token inputs -> [..., D + 1] with the note-on flag (rhythm decoder)."""
+        if not self.cfg.rhythm_hidden:
+            return prev
+        return torch.cat([prev, onsets[..., None]], dim=-1)
+
     def teacher_forced(
-        self, tokens: Tensor, z_dec: Tensor, token_keep: Tensor | None = None
+        self,
+        tokens: Tensor,
+        z_dec: Tensor,
+        token_keep: Tensor | None = None,
+        onsets: Tensor | None = None,
     ) -> Tensor:
         """Logits [B, T, D] with the ground truth as previous token (one RNN call).
 
-        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input.
+        `token_keep` [B, T] (1 keep, 0 drop) zeroes dropped steps' previous-token input;
+        `onsets` [B, T] are the note-on flags a rhythm decoder's model reads.
         """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
@@ -193,7 +209,8 @@ class Decoder(nn.Module):
         prev = self._previous_one_hot(tokens, z_dec.dtype)
         if token_keep is not None:
             prev = prev * token_keep[:, :, None]
-        prev = prev.reshape(B, U, S, D)
+        prev = self._with_onsets(prev, onsets)
+        prev = prev.reshape(B, U, S, prev.shape[-1])
         x = torch.cat([prev, e[:, :, None, :].expand(B, U, S, e.shape[-1])], dim=-1)
         e_flat = e.reshape(B * U, -1)
         out, _ = self.rnn(x.reshape(B * U, S, -1), self._core_state(e_flat))
@@ -208,11 +225,13 @@ class Decoder(nn.Module):
         gumbel: Tensor,
         temperature: float = 1.0,
         token_keep: Tensor | None = None,
+        onsets: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Logits [B, T, D], sampled [B, T], fed_back [B, T] (architecture.md).
 
         Bar starts always read the truth, so the loop runs over the S steps of a
-        bar with all B*U bars batched. `token_keep` [B, T] zeroes the fed input.
+        bar with all B*U bars batched. `token_keep` [B, T] zeroes the fed input;
+        the note-on flags `onsets` [B, T] (rhythm decoder) are always the given ones.
         """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
@@ -223,6 +242,7 @@ class Decoder(nn.Module):
         fed_back = (choose_noise.reshape(N, S) < sampling_probability) & (step_in_bar >= 1)
         gumbel = gumbel.reshape(N, S, D)
         keep = None if token_keep is None else token_keep.reshape(N, S)
+        onsets = None if onsets is None else onsets.reshape(N, S)
         state = self._core_state(e)
         logits, sampled = [], []
         for s in range(S):
@@ -232,6 +252,7 @@ class Decoder(nn.Module):
                 prev = torch.where(fed_back[:, s, None], fed, prev)
             if keep is not None:
                 prev = prev * keep[:, s, None]
+            prev = self._with_onsets(prev, None if onsets is None else onsets[:, s])
             out, state = self.rnn(torch.cat([prev, e], dim=-1)[:, None], state)
             step_logits = self.out(out[:, 0])
             logits.append(step_logits)
@@ -243,9 +264,15 @@ class Decoder(nn.Module):
         )
 
     def generate(
-        self, z_dec: Tensor, temperature: float = 1.0, gumbel: Tensor | None = None
+        self,
+        z_dec: Tensor,
+        temperature: float = 1.0,
+        gumbel: Tensor | None = None,
+        onsets: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Free-running decoding one step at a time; bar u starts from bar u-1's last token."""
+        """Free-running decoding one step at a time; bar u starts from bar u-1's last token.
+
+        `onsets` [B, T]: the note-on flags a rhythm decoder's model reads."""
         cfg = self.cfg
         B, U, S, D = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         e = self.bar_context(z_dec)
@@ -254,7 +281,9 @@ class Decoder(nn.Module):
         for u in range(U):
             state = self._core_state(e[:, u])
             for s in range(S):
-                out, state = self.rnn(torch.cat([prev, e[:, u]], dim=-1)[:, None], state)
+                flag = None if onsets is None else onsets[:, u * S + s]
+                x = torch.cat([self._with_onsets(prev, flag), e[:, u]], dim=-1)
+                out, state = self.rnn(x[:, None], state)
                 step_logits = self.out(out[:, 0])
                 if gumbel is None:
                     token = torch.argmax(step_logits, dim=-1)
@@ -290,6 +319,20 @@ class AttributeAdversary(nn.Module):
         return self.output(torch.relu(self.hidden(z)))[:, 0]
 
 
+class RhythmDecoder(nn.Module):
+    """An MLP (one tanh layer) from z's first `rhythm_code_size` dimensions to one
+    note-on logit per step, [B, T]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.code_size = cfg.rhythm_code_size
+        self.hidden = nn.Linear(cfg.rhythm_code_size, cfg.rhythm_hidden)
+        self.output = nn.Linear(cfg.rhythm_hidden, cfg.sequence_length)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.output(torch.tanh(self.hidden(z[:, : self.code_size])))
+
+
 class MusicVAE(nn.Module):
     """Danceability-conditioned MusicVAE (conditioning none/encoder/latent/decoder)."""
 
@@ -302,6 +345,8 @@ class MusicVAE(nn.Module):
         self.decoder = Decoder(cfg)
         if cfg.adversary_hidden:
             self.adversary = AttributeAdversary(cfg)
+        if cfg.rhythm_hidden:
+            self.rhythm = RhythmDecoder(cfg)
 
     # -- input checks -------------------------------------------------------------
 
@@ -373,6 +418,7 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         token_keep: Tensor | None = None,
         attribute_dimension: int | None = None,
+        predicted_onsets: bool = False,
     ) -> dict[str, Tensor]:
         """Encode, reparameterise, decode with teacher forcing or scheduled sampling.
 
@@ -381,6 +427,8 @@ class MusicVAE(nn.Module):
         rule). `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         With an adversary, `adversary_prediction` [B] is its prediction from z without
         `attribute_dimension` (the regularised one, if any), through the gradient reversal.
+        With a rhythm decoder, `rhythm_logits` [B, T] are its note-on logits from z, and
+        the core reads the true note-ons or, with `predicted_onsets`, the rhythm decoder's.
         """
         cfg = self.cfg
         tokens = self._check_tokens(tokens)
@@ -397,6 +445,10 @@ class MusicVAE(nn.Module):
         result = {"mu": mu, "sigma": sigma, "z": z, "z_dec": z_dec}
         if cfg.adversary_hidden:
             result["adversary_prediction"] = self.predict_attribute(z, attribute_dimension)
+        onsets = None
+        if cfg.rhythm_hidden:
+            result["rhythm_logits"] = self.rhythm(z)
+            onsets = self.onsets(z) if predicted_onsets else note_ons(tokens, z.dtype)
         if token_keep is not None:
             token_keep = _check_float("token_keep", token_keep, (B, T), f"[B={B}, T={T}]")
             token_keep = token_keep.to(z_dec.dtype)
@@ -409,7 +461,7 @@ class MusicVAE(nn.Module):
                     "choose_noise [B, T] and gumbel [B, T, D] are required when "
                     "sampling_probability > 0"
                 )
-            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, token_keep)
+            result["logits"] = self.decoder.teacher_forced(tokens, z_dec, token_keep, onsets)
             return result
         if choose_noise is None or gumbel is None:
             raise ValueError("scheduled sampling needs both choose_noise and gumbel")
@@ -418,10 +470,14 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         logits, sampled, fed_back = self.decoder.scheduled(
-            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature, token_keep
+            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature, token_keep, onsets
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
         return result
+
+    def onsets(self, z: Tensor) -> Tensor:
+        """The rhythm decoder's note-on flags [B, T] for codes z (1 where its logit > 0)."""
+        return (self.rhythm(z).detach() > 0).to(z.dtype)
 
     def predict_attribute(self, z: Tensor, attribute_dimension: int | None) -> Tensor:
         """The adversary's prediction [B] from z's encoded dimensions with
@@ -441,7 +497,8 @@ class MusicVAE(nn.Module):
         temperature: float = 1.0,
         gumbel: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Free-running decode of z [B, z_size]: argmax, or Gumbel-max when gumbel is given."""
+        """Free-running decode of z [B, z_size]: argmax, or Gumbel-max when gumbel is given
+        (with a rhythm decoder, its note-ons (logit > 0) at any temperature)."""
         cfg = self.cfg
         z_dec = self.decoder_code(z, condition)
         B, T, D = z.shape[0], cfg.sequence_length, cfg.input_depth
@@ -450,5 +507,6 @@ class MusicVAE(nn.Module):
             gumbel = gumbel.to(z_dec.dtype)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
-        tokens, logits = self.decoder.generate(z_dec, temperature, gumbel)
+        onsets = self.onsets(z) if cfg.rhythm_hidden else None
+        tokens, logits = self.decoder.generate(z_dec, temperature, gumbel, onsets)
         return {"tokens": tokens, "logits": logits}

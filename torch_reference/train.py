@@ -131,6 +131,7 @@ def train_step(
         attribute=batch.get("attribute"),
         adversary_prediction=out.get("adversary_prediction"),
         adversary_weight=adversary_weight,
+        rhythm_logits=out.get("rhythm_logits"),
     )
     loss.backward()
     grad_norm = clip_gradients(model, optim_cfg)

@@ -55,7 +55,8 @@ def torch_entries(path: tuple[str, ...], config: ModelConfig) -> dict[str, int |
             return {key: 0, f"{key}_reverse": 1}
         return {key: None}
     name = "weight" if leaf == "kernel" else leaf
-    if tuple(modules) in (("encoder", "mu"), ("encoder", "sigma")) or modules[0] == "adversary":
+    heads = (("encoder", "mu"), ("encoder", "sigma"))
+    if tuple(modules) in heads or modules[0] in ("adversary", "rhythm"):
         return {f"{'.'.join(modules)}.{name}": None}
     return {f"{'.'.join(modules)}.0.{name}": None}
 
