@@ -91,6 +91,10 @@ class ModelConfig:
     # Gaussianised danceability from z through a gradient reversal
     # (LossConfig.attribute_adversary weighs it; docs/danceability-control.md).
     adversary_hidden: int = 0
+    # > 0: the adversary's prediction is bound * tanh(output / bound), so the encoder's
+    # reversed ascent of its squared error is bounded too: unbounded, it can grow z
+    # without limit (a run whose KL went from 250 to 196,000 bits in 100 steps).
+    adversary_bound: float = 0.0
     # Hidden size of the rhythm decoder (0: none), an MLP from z's first
     # `rhythm_code_size` dimensions to one note-on logit per step (EC2-VAE's rhythm
     # decoder): the core decoder then reads each step's note-on flag beside its other
@@ -131,6 +135,8 @@ class ModelConfig:
             raise ConfigError("latent_condition_sigma must be >= 0")
         if self.adversary_hidden < 0:
             raise ConfigError("adversary_hidden must be >= 0 (0: no adversary)")
+        if self.adversary_bound < 0:
+            raise ConfigError("adversary_bound must be >= 0 (0: unbounded)")
         if self.rhythm_hidden < 0:
             raise ConfigError("rhythm_hidden must be >= 0 (0: no rhythm decoder)")
         if self.rhythm_hidden and not 1 <= self.rhythm_code_size <= self.head_size:

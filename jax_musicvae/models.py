@@ -431,8 +431,12 @@ class AttributeAdversary(nn.Module):
         self.output = DenseWeights(cfg.adversary_hidden, 1)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        dtype = jnp.dtype(self.config.compute_dtype)
-        return dense(self.output(), jax.nn.relu(dense(self.hidden(), z, dtype)), dtype)[:, 0]
+        cfg = self.config
+        dtype = jnp.dtype(cfg.compute_dtype)
+        out = dense(self.output(), jax.nn.relu(dense(self.hidden(), z, dtype)), dtype)[:, 0]
+        if cfg.adversary_bound:
+            out = cfg.adversary_bound * jnp.tanh(out / cfg.adversary_bound)
+        return out
 
 
 class RhythmDecoder(nn.Module):

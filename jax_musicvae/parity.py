@@ -76,6 +76,7 @@ class Combination:
             wiring=self.wiring,
             encoder_readout_steps=self.readout,
             adversary_hidden=5,
+            adversary_bound=1.5 if self.rhythm else 0.0,
             rhythm_hidden=7 if self.rhythm else 0,
             rhythm_code_size=3,
         )
@@ -94,7 +95,7 @@ class CheckResult:
 
 def combinations() -> list[Combination]:
     """The 16 cell x conditioning x wiring combinations, Magenta's flat decoder, chunk
-    readout, the rhythm decoder."""
+    readout, the rhythm decoder (with a bounded adversary)."""
     combos = [
         Combination(cell, cond, wiring)
         for wiring, cell, cond in itertools.product(

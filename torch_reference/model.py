@@ -312,11 +312,15 @@ class AttributeAdversary(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        self.bound = cfg.adversary_bound
         self.hidden = nn.Linear(cfg.head_size, cfg.adversary_hidden)
         self.output = nn.Linear(cfg.adversary_hidden, 1)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.output(torch.relu(self.hidden(z)))[:, 0]
+        out = self.output(torch.relu(self.hidden(z)))[:, 0]
+        if self.bound:
+            out = self.bound * torch.tanh(out / self.bound)
+        return out
 
 
 class RhythmDecoder(nn.Module):
