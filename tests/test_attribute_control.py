@@ -223,6 +223,31 @@ def test_the_adversary_learns_while_the_encoder_works_against_it():
     assert not np.allclose(predict(z), predict(moved))
 
 
+def test_a_bounded_adversary_cannot_be_driven_past_its_bound():
+    """With model.adversary_bound the prediction is bound * tanh(unbounded / bound): a
+    code scaled far out moves the unbounded prediction without limit, the bounded one
+    stays within the bound, and its gradient there vanishes."""
+    model = dataclasses.replace(tiny_config().model, conditioning="none", adversary_hidden=8)
+    bounded = dataclasses.replace(model, adversary_bound=1.5)
+    params = init_params(model, jax.random.key(0))
+    z = np.random.default_rng(2).normal(size=(6, model.z_size)).astype(np.float32)
+
+    def predict(config, z):
+        return MusicVAE(config).apply(
+            {"params": params}, jnp.asarray(z), None, method=MusicVAE.predict_attribute
+        )
+
+    raw = np.asarray(predict(model, z))
+    np.testing.assert_allclose(predict(bounded, z), 1.5 * np.tanh(raw / 1.5), rtol=1e-6)
+    far = 1000.0 * z
+    assert np.max(np.abs(np.asarray(predict(model, far)))) > 100.0
+    assert np.max(np.abs(np.asarray(predict(bounded, far)))) <= 1.5
+    slope = jax.grad(lambda z: jnp.sum(predict(bounded, z)))(jnp.asarray(far))
+    assert float(jnp.max(jnp.abs(slope))) < 1e-3
+    with pytest.raises(ConfigError, match="adversary_bound must be >= 0"):
+        dataclasses.replace(model, adversary_bound=-1.0)
+
+
 def test_the_adversary_weight_ramps_and_both_losses_take_it():
     loss = LossConfig(attribute_loss="sign", attribute_adversary=2.0, attribute_adversary_ramp=400)
     assert [schedules.adversary_weight(s, loss) for s in (0, 100, 400, 9000)] == [
