@@ -51,9 +51,10 @@ fi
 
 # cpu_small regularises latent dimension 0 (sign loss + decorrelation, window level);
 # each recipe states all three settings, so the table does not depend on that default
-# (nor on whether it has an adversary: every model starts without one, and the
-# adversary recipes add it). Everything else is cpu_small's (optimiser included).
-base="--set loss.attribute_adversary=0 --set model.adversary_hidden=0"
+# (nor on whether it has an adversary or a rhythm decoder: every model starts without
+# them, and the recipes that use them add them). Everything else is cpu_small's
+# (optimiser included).
+base="--set loss.attribute_adversary=0 --set model.adversary_hidden=0 --set model.adversary_bound=0 --set model.rhythm_hidden=0"
 song="--set data.danceability=song --set loss.attribute_loss=none --set loss.attribute_decorrelation=0"
 window="--set data.danceability=window --set model.conditioning=none"
 sign="--set loss.attribute_loss=sign --set loss.attribute_decorrelation=1"
