@@ -11,10 +11,13 @@
 #     z decorrelated from it (a linear Fader-style penalty);
 #   - attribute regularisation of one latent dimension on the window's own rhythm
 #     estimate: regression, regression + decorrelation, sign (AR-VAE) + decorrelation
-#     (cpu_small's default), and the sign one again with seeds 1 and 2;
+#     (the core of cpu_small's recipe), and the sign one again with seeds 1 and 2;
 #   - the sign model with the rest of z kept free of danceability by a kernel
 #     independence penalty, and by an adversary with gradient reversal (weight 1; and
 #     weight 3 reached by a ramp over the first 1,500 steps; two and three seeds);
+#   - the sign model with a rhythm decoder (note-ons decoded from z's first 16
+#     dimensions and read by the core decoder), alone and with the ramped adversary
+#     bounded to +-3 (cpu_small's recipe; three seeds each);
 # then every attribute-regularised model again (a copy, NAME-map) with its danceability
 # map (`musicvae danceability-map`: requests turned into codes by decoding training
 # windows), and `musicvae analyze` of all of them on the shared test split:
@@ -27,8 +30,9 @@
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); 8-10 minutes per model per core
-# at 3000 steps on this project's 2-core machines (the 18 models in about 80 minutes
-# with JOBS=2, and about 30 minutes of analysis).
+# at 3000 steps on this project's 2-core machines (the 18 models of session 13 took
+# about 80 minutes with JOBS=2 and 30 minutes of analysis; the 24 now, estimated from
+# that, about 110 and 40).
 # BARS=16 runs the same experiment at the thesis's length (cpu_16bar, 16-bar windows);
 # MODELS="none ar-sign-decorrelated ..." trains and analyses only the models named.
 set -euo pipefail

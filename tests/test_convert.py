@@ -111,6 +111,30 @@ def test_unrecorded_settings_default_and_are_reported():
     assert any("num_bars=16, steps_per_bar=16" in note for note in notes)
 
 
+def test_adversary_and_rhythm_decoder_are_inferred():
+    cfg = ModelConfig(
+        encoder_hidden=HE,
+        decoder_hidden=HD,
+        latent_size=L,
+        input_depth=D,
+        num_bars=4,
+        steps_per_bar=16,
+        adversary_hidden=5,
+        adversary_bound=3.0,
+        rhythm_hidden=7,
+        rhythm_code_size=3,
+    )
+    torch.manual_seed(0)
+    state_dict = {k: v.numpy() for k, v in TorchMusicVAE(cfg).state_dict().items()}
+    experiment, notes = conversion.infer_config(state_dict, "torch")
+    model = experiment.model
+    assert (model.adversary_hidden, model.rhythm_hidden, model.rhythm_code_size) == (5, 7, 3)
+    assert (model.num_bars, model.steps_per_bar, model.adversary_bound) == (4, 16, 0.0)
+    assert any("from the rhythm decoder" in note for note in notes)
+    assert any("adversary_bound=0.0" in note for note in notes)
+    assert dataclasses.replace(model, adversary_bound=3.0) == cfg
+
+
 def test_latent_sigma_is_refused_unless_known(tmp_path, capsys):
     src = tmp_path / "model.pt"
     torch.save(random_state_dict(seed_table("MuDanceVAE")), src)

@@ -18,14 +18,14 @@ whole run (a cooldown to zero at the end, or 8e-3, did worse).
 Danceability: latent dimension 0 is ordered like the Gaussianised rhythm estimate of
 each window (AR-VAE's sign loss), the other dimensions are decorrelated from it, and
 an adversary behind a gradient reversal, its weight ramped from 0 to 3 over the first
-1,500 steps, keeps them free of any danceability it can read (its prediction
-bounded to +-3, so the encoder cannot win by growing z without limit); so `musicvae
+1,500 steps, keeps them free of any danceability it can read (its prediction bounded
+to +-3, so the encoder cannot win by growing z without limit); so `musicvae
 sample/edit --danceability` set that dimension. A rhythm decoder (128 units) decodes
-each step's note-on from z's first 16 dimensions and the core decoder reads it, so
-the rhythm, and with it the measured danceability, comes from those dimensions. Of the methods compared in
-docs/danceability-control.md, the sign loss follows requests best; the ramped
-adversary adds reconstruction (0.4-2.3 points teacher forced over the
-unregularised model of the same seed, three seeds) and valid samples (96-97% for
+each step's note-on from z's first 16 dimensions and the core decoder reads them, so
+the rhythm, and with it the measured danceability, comes from those dimensions. Of
+the methods compared in docs/danceability-control.md, the sign loss follows requests
+best; the ramped adversary adds reconstruction (0.4-2.3 points teacher forced over
+the unregularised model of the same seed, three seeds) and valid samples (96-97% for
 three seeds, against 90-97% without it); the rhythm decoder makes generated melodies
 follow requests for every seed (rho 0.940-0.955 over three seeds, against
 0.856-0.937) and 97.6-98.8% of them valid.

@@ -282,6 +282,17 @@ def infer_config(
         raise ConversionError(
             "--from magenta-torch, but the names are this project's magenta wiring"
         )
+    heads = {}  # the adversary and the rhythm decoder, where the weights have them
+    steps_per_bar, length_known = DEFAULT_STEPS_PER_BAR, False
+    if "adversary.hidden.weight" in sd:
+        heads["adversary_hidden"] = np.shape(sd["adversary.hidden.weight"])[0]
+    if "rhythm.hidden.weight" in sd and "rhythm.output.weight" in sd:
+        heads["rhythm_hidden"], heads["rhythm_code_size"] = np.shape(sd["rhythm.hidden.weight"])
+        length = np.shape(sd["rhythm.output.weight"])[0]  # one logit per step
+        if bars == 1:
+            steps_per_bar, length_known = length, True
+        elif length % DEFAULT_STEPS_PER_BAR == 0:
+            bars, length_known = length // DEFAULT_STEPS_PER_BAR, True
     base = ModelConfig(
         cell=cell,
         encoder_hidden=enc_hidden,
@@ -291,9 +302,10 @@ def infer_config(
         input_depth=depth,
         latent_size=max(encoded, 2),
         num_bars=bars,
-        steps_per_bar=DEFAULT_STEPS_PER_BAR,
+        steps_per_bar=steps_per_bar,
         wiring=wiring,
         latent_condition_sigma=ORIGINAL_LATENT_CONDITION_SIGMA if fmt == "magenta-torch" else 0.0,
+        **heads,
     )
     fits: dict[ModelConfig, ExperimentConfig] = {}
     closest: tuple[int, list[str], ModelConfig] | None = None
@@ -330,7 +342,17 @@ def infer_config(
         notes.append(
             f"latent_condition_sigma={ORIGINAL_LATENT_CONDITION_SIGMA} (the original MuDanceVAE's)"
         )
-    if not {"num_bars", "steps_per_bar"} <= user:
+    if "adversary_hidden" in heads and "adversary_bound" not in user:
+        notes.append(
+            f"adversary_bound={model.adversary_bound}: the weights do not record it (change "
+            "with --set model.adversary_bound=B; generation does not use the adversary)"
+        )
+    if length_known and not {"num_bars", "steps_per_bar"} & user:
+        notes.append(
+            f"num_bars={model.num_bars}, steps_per_bar={model.steps_per_bar}: from the rhythm "
+            "decoder's one logit per step"
+        )
+    elif not {"num_bars", "steps_per_bar"} <= user:
         notes.append(
             f"num_bars={model.num_bars}, steps_per_bar={model.steps_per_bar}: the weights do not "
             "record them (defaults; change with --set model.num_bars=N model.steps_per_bar=S)"
