@@ -7,7 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jax_musicvae.config import FIRST_NOTE_ON, LossConfig, ModelConfig
+from jax_musicvae.config import LossConfig, ModelConfig
+from jax_musicvae.models import note_ons
 
 LOG_CLAMP = -100.0  # torch's BCELoss clamps its logarithms here
 
@@ -63,7 +64,7 @@ def rhythm_terms(
 ) -> dict[str, jax.Array]:
     """The rhythm decoder's note-on cross-entropy (summed over steps, mean over the
     batch) and the share of steps whose note-on it gets right."""
-    onsets = (tokens >= FIRST_NOTE_ON).astype(jnp.float32)
+    onsets = note_ons(tokens)
     logits = rhythm_logits.astype(jnp.float32)
     per_step = jnp.logaddexp(0.0, logits) - onsets * logits  # -log p(note-on flag)
     right = ((logits > 0) == (onsets > 0)).astype(jnp.float32)
