@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from jax_musicvae.config import FIRST_NOTE_ON, LossConfig, ModelConfig
+from jax_musicvae.config import LossConfig, ModelConfig
+from torch_reference.model import note_ons
 
 _LOG_CLAMP = -100.0  # torch BCELoss's clamp, kept for the original's loss
 
@@ -163,7 +164,7 @@ def elbo_loss(
     if model_config.rhythm_hidden:
         if rhythm_logits is None:
             raise ValueError("a model with a rhythm decoder needs its rhythm_logits in the loss")
-        onsets = (tokens >= FIRST_NOTE_ON).to(rhythm_logits.dtype)
+        onsets = note_ons(tokens, rhythm_logits.dtype)
         per_step = F.binary_cross_entropy_with_logits(rhythm_logits, onsets, reduction="none")
         rhythm = (mask * per_step).sum(dim=1).mean()
         right = ((rhythm_logits > 0) == (onsets > 0)).to(mask.dtype)
