@@ -48,6 +48,13 @@ def test_overrides_are_checked_across_sections_once_in_any_order():
         assert (plain.model.adversary_hidden, plain.loss.attribute_adversary) == (0, 0.0)
     with pytest.raises(ConfigError, match="set model.adversary_hidden > 0"):
         adversary.override(["model.adversary_hidden=0"])
+    # Within a section too: cpu_small's rhythm decoder reads 16 dimensions, so a smaller
+    # code is valid only together with turning it off, in either order.
+    for order in (1, -1):
+        tiny = small.override(["model.latent_size=4", "model.rhythm_hidden=0"][::order])
+        assert (tiny.model.latent_size, tiny.model.rhythm_hidden) == (4, 0)
+    with pytest.raises(ConfigError, match="rhythm_code_size=16 must be in"):
+        small.override(["model.latent_size=4"])
     twice = small.override(["loss.free_bits=8", "loss.max_beta=0.5", "loss.free_bits=16"])
     assert (twice.loss.free_bits, twice.loss.max_beta) == (16.0, 0.5)
 
