@@ -93,7 +93,7 @@ class ModelConfig:
     adversary_hidden: int = 0
     # > 0: the adversary's prediction is bound * tanh(output / bound), so the encoder's
     # reversed ascent of its squared error is bounded too: unbounded, it can grow z
-    # without limit (a run whose KL went from 250 to 196,000 bits in 100 steps).
+    # without limit (docs/danceability-control.md, "A rhythm decoder").
     adversary_bound: float = 0.0
     # Hidden size of the rhythm decoder (0: none), an MLP from z's first
     # `rhythm_code_size` dimensions to one note-on logit per step (EC2-VAE's rhythm
