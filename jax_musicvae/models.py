@@ -73,6 +73,11 @@ def note_ons(tokens: jax.Array) -> jax.Array:
     return (tokens >= FIRST_NOTE_ON).astype(jnp.float32)
 
 
+def note_on_flags(rhythm_logits: jax.Array) -> jax.Array:
+    """The rhythm decoder's note-on flags [B, T] (1 where its logit > 0), without gradient."""
+    return (jax.lax.stop_gradient(rhythm_logits) > 0).astype(jnp.float32)
+
+
 def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
     """One-hot of tokens shifted right by one step; all zeros at t = 0."""
     one_hot = jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
@@ -552,8 +557,8 @@ class MusicVAE(nn.Module):
             result["adversary_prediction"] = self.predict_attribute(z, attribute_dimension)
         onsets = None
         if cfg.rhythm_hidden:
-            result["rhythm_logits"] = self.rhythm(z)
-            onsets = self.onsets(z) if predicted_onsets else note_ons(tokens)
+            logits = result["rhythm_logits"] = self.rhythm(z)
+            onsets = note_on_flags(logits) if predicted_onsets else note_ons(tokens)
         if token_keep is not None:
             check_shape("token_keep", token_keep, (batch, cfg.sequence_length))
         if choose_noise is None:
@@ -580,10 +585,6 @@ class MusicVAE(nn.Module):
         )
         return result
 
-    def onsets(self, z: jax.Array) -> jax.Array:
-        """The rhythm decoder's note-on flags [B, T] for codes z (1 where its logit > 0)."""
-        return (jax.lax.stop_gradient(self.rhythm(z)) > 0).astype(jnp.float32)
-
     def predict_attribute(self, z: jax.Array, attribute_dimension: int | None) -> jax.Array:
         """The adversary's prediction [B] from z without `attribute_dimension`: its
         gradient trains the adversary and, reversed, the encoder against it."""
@@ -603,7 +604,7 @@ class MusicVAE(nn.Module):
         z_dec = self.decoder_code(z, condition)
         if gumbel is not None:
             check_shape("gumbel", gumbel, (z.shape[0], cfg.sequence_length, cfg.input_depth))
-        onsets = self.onsets(z) if cfg.rhythm_hidden else None
+        onsets = note_on_flags(self.rhythm(z)) if cfg.rhythm_hidden else None
         return self.decoder.generate(z_dec, gumbel, temperature, onsets)
 
 

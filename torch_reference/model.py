@@ -53,6 +53,11 @@ def note_ons(tokens: Tensor, dtype: torch.dtype) -> Tensor:
     return (tokens >= FIRST_NOTE_ON).to(dtype)
 
 
+def note_on_flags(rhythm_logits: Tensor) -> Tensor:
+    """The rhythm decoder's note-on flags [B, T] (1 where its logit > 0), without gradient."""
+    return (rhythm_logits.detach() > 0).to(rhythm_logits.dtype)
+
+
 def _tokens_error(name: str, cfg: ModelConfig, got: object) -> ValueError:
     return ValueError(
         f"{name} must be an integer tensor of shape [B, T={cfg.sequence_length}] with values "
@@ -452,7 +457,10 @@ class MusicVAE(nn.Module):
         onsets = None
         if cfg.rhythm_hidden:
             result["rhythm_logits"] = self.rhythm(z)
-            onsets = self.onsets(z) if predicted_onsets else note_ons(tokens, z.dtype)
+            if predicted_onsets:
+                onsets = note_on_flags(result["rhythm_logits"])
+            else:
+                onsets = note_ons(tokens, z.dtype)
         if token_keep is not None:
             token_keep = _check_float("token_keep", token_keep, (B, T), f"[B={B}, T={T}]")
             token_keep = token_keep.to(z_dec.dtype)
@@ -478,10 +486,6 @@ class MusicVAE(nn.Module):
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
         return result
-
-    def onsets(self, z: Tensor) -> Tensor:
-        """The rhythm decoder's note-on flags [B, T] for codes z (1 where its logit > 0)."""
-        return (self.rhythm(z).detach() > 0).to(z.dtype)
 
     def predict_attribute(self, z: Tensor, attribute_dimension: int | None) -> Tensor:
         """The adversary's prediction [B] from z's encoded dimensions with
@@ -511,6 +515,6 @@ class MusicVAE(nn.Module):
             gumbel = gumbel.to(z_dec.dtype)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
-        onsets = self.onsets(z) if cfg.rhythm_hidden else None
+        onsets = note_on_flags(self.rhythm(z)) if cfg.rhythm_hidden else None
         tokens, logits = self.decoder.generate(z_dec, temperature, gumbel, onsets)
         return {"tokens": tokens, "logits": logits}
