@@ -114,12 +114,17 @@ def test_the_page_in_a_real_browser(server, tmp_path):
 
         # A held-out window becomes the current melody; the slider edits it.
         page.click("#held-out-btn")
-        page.wait_for_selector("#current .card")
+        # The first sample is already the current melody: wait for the held-out one.
+        page.wait_for_function(
+            "() => document.querySelector('#melody-note').textContent.includes('held-out window')"
+        )
         original = roll(page, "#current .card canvas")
         page.fill("#edit-dance", "0.95")
         page.dispatch_event("#edit-dance", "input")
-        page.wait_for_selector("#edited .card")
-        assert "requested 0.95" in page.inner_text("#edited .card .title")
+        page.wait_for_function(
+            "() => (document.querySelector('#edited .card .title') || {}).textContent"
+            " === 'requested 0.95'"
+        )
         assert "tokens kept" in page.inner_text("#edited .card .meta")
         assert roll(page, "#edited .card canvas") != original
         page.screenshot(path=str(ARTIFACTS / "playground_edit.png"), full_page=True)
