@@ -61,6 +61,7 @@ class AnalysisSettings:
     refine: int = 0  # decode-encode rounds of the control's generated and edited melodies
     probe_windows: int = 8000  # training windows the code probe (`code_probe`) is fitted on
     emphasis: float = 1.0  # requests as median + emphasis * (c - median) (`TrainedModel`)
+    aim: bool | None = None  # requests aimed with the rhythm decoder (None: where it can)
     keep_source: bool = False  # edits keep the source where the request changes nothing
 
     def __post_init__(self) -> None:
@@ -361,6 +362,7 @@ def analyze_model(
         "attribute_loss": model.experiment.loss.attribute_loss,
         "danceability_map": model.danceability_map is not None,
         "emphasis": model.emphasis,
+        "aim": model.aim,
         **quality,
         "code_probe_rho": probe,
         "values": list(values),
@@ -507,6 +509,7 @@ def analyze(
     fitted = fit_dance_classifier(data, settings.seed)
     for index, checkpoint in enumerate(checkpoints):
         model = TrainedModel.load(checkpoint, batch_size=batch_size, emphasis=settings.emphasis)
+        model.aim = model.can_aim and settings.aim is not False  # the others cannot aim
         result, mu, danceability = analyze_model(
             model,
             data,

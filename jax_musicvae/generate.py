@@ -40,9 +40,13 @@ from jax_musicvae.danceability_map import MAP_FILE, DanceabilityMap, Use
 from jax_musicvae.data.meters import Grid, grid_named
 from jax_musicvae.data.midi_io import parse_midi, song_tokens, write_midi
 from jax_musicvae.data.representations import REPRESENTATIONS, Representation
-from jax_musicvae.data.rhythm import estimate_danceability, melody_danceability
+from jax_musicvae.data.rhythm import (
+    estimate_danceability,
+    melody_danceability,
+    onset_danceability,
+)
 from jax_musicvae.experiment import ExperimentConfig
-from jax_musicvae.models import MusicVAE, init_params
+from jax_musicvae.models import MusicVAE, init_params, note_on_flags
 from jax_musicvae.statistics import gaussianise
 from jax_musicvae.steps import eval_step
 
@@ -50,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 # Danceability used for a conditioned model when a request gives none (mid-scale).
 DEFAULT_DANCEABILITY = 0.5
+# Aimed requests (`TrainedModel.aim`): the attribute-dimension values tried per code, and
+# the danceability error one unit of code moved away from the map's value is worth (so
+# among values that reach a request equally well the nearest to the map's one wins).
+AIM_GRID = np.linspace(-4.0, 4.0, 81)
+AIM_SLACK = 0.01
 
 
 class GenerationError(ValueError):
@@ -199,6 +208,7 @@ class Compiled(NamedTuple):
     encode: Callable[..., Any]
     generate: Callable[..., Any]
     evaluate: Callable[..., Any]
+    onsets: Callable[..., Any]
 
 
 @functools.lru_cache(maxsize=16)
@@ -236,11 +246,17 @@ def compiled(config: ModelConfig, loss: LossConfig) -> Compiled:
     def evaluate(params, batch, rows, seed):
         return eval_step(params, batch, normal(seed, rows, 1), model=config, loss=loss)
 
+    def onsets(params, z):
+        """The rhythm decoder's note-on flags [B, T] of codes z (models that have one)."""
+        logits = model.apply({"params": params}, z, method=lambda m, z: m.rhythm(z))
+        return note_on_flags(logits)
+
     return Compiled(
         jax.jit(prior),
         jax.jit(encode),
         jax.jit(generate, static_argnames="greedy"),
         jax.jit(evaluate),
+        jax.jit(onsets),
     )
 
 
@@ -256,6 +272,7 @@ class TrainedModel:
         attribute_vector: AttributeVector | None = None,
         danceability_map: DanceabilityMap | None = None,
         emphasis: float = 1.0,
+        aim: bool | None = None,
         checkpoint_dir: Path | None = None,
         label: str = "model",
     ) -> None:
@@ -282,6 +299,12 @@ class TrainedModel:
             self._check_attribute(attribute_vector)
         self.danceability_map = danceability_map
         self.emphasis = emphasis
+        if aim and not self.can_aim:
+            raise GenerationError(
+                f"{label}: aimed requests need a rhythm decoder that reads the attribute "
+                "dimension (model.rhythm_hidden > 0, loss.attribute_loss set)"
+            )
+        self.aim = self.can_aim if aim is None else aim
         self._fns = compiled(self.config, experiment.loss)
 
     # ----------------------------------------------------------------- loading
@@ -296,6 +319,7 @@ class TrainedModel:
         batch_size: int = 64,
         attribute_vector: str | Path | None = None,
         emphasis: float = 1.0,
+        aim: bool | None = None,
     ) -> TrainedModel:
         """Load a workdir, its checkpoints/ folder or one step folder (latest step by default).
 
@@ -325,6 +349,7 @@ class TrainedModel:
             attribute_vector=vector,
             danceability_map=DanceabilityMap.load(map_path) if map_path.is_file() else None,
             emphasis=emphasis,
+            aim=aim,
             checkpoint_dir=step_dir,
             label=str(path),
         )
@@ -357,15 +382,57 @@ class TrainedModel:
             return True
         return conditioning == "none" and self.attribute_vector is not None
 
+    @property
+    def can_aim(self) -> bool:
+        """Whether the model has a rhythm decoder reading its attribute dimension."""
+        dimension = self.attribute_dimension
+        return (
+            bool(self.config.rhythm_hidden)
+            and dimension is not None
+            and dimension < self.config.rhythm_code_size
+        )
+
     def attribute_code(self, danceability: np.ndarray, use: Use = "edit") -> np.ndarray:
         """The value of the attribute dimension for a request of `danceability` [N]: from
         the danceability map fitted for `use` (with `self.emphasis`) when the model has
         one, else the Gaussianised request Phi^-1(F(c)) the attribute loss trained on."""
         if self.danceability_map is not None:
             return self.danceability_map.code(danceability, use, self.emphasis)
-        quantiles = self.experiment.loss.attribute_quantiles
-        centre = quantiles[len(quantiles) // 2]
-        return gaussianise(centre + self.emphasis * (danceability - centre), quantiles)
+        return gaussianise(self._emphasised(danceability), self.experiment.loss.attribute_quantiles)
+
+    def _emphasised(self, danceability: np.ndarray) -> np.ndarray:
+        """m + emphasis (c - m), m the training median (the map's, or the attribute
+        quantiles' middle one)."""
+        if self.danceability_map is not None:
+            centre = self.danceability_map.centre
+        else:
+            quantiles = self.experiment.loss.attribute_quantiles
+            centre = quantiles[len(quantiles) // 2]
+        return centre + self.emphasis * (np.asarray(danceability) - centre)
+
+    def _set_attribute(self, z: np.ndarray, danceability: np.ndarray, use: Use = "edit") -> None:
+        """Set z's attribute dimension (in place) for the requests `danceability` [N].
+
+        With `aim`, each code gets the value at which its own rhythm decoder's note-ons
+        have the requested rhythm estimate (emphasised like the map's requests): a
+        latent constraint with the model's rhythm decoder as the critic. The map's
+        value answers the average code; the other rhythm dimensions of a code (an
+        edited melody's own rhythm) move where its note-ons change.
+        """
+        dimension = self.attribute_dimension
+        z[:, dimension] = self.attribute_code(danceability, use)
+        if not self.aim:
+            return
+        rows, values = len(z), len(AIM_GRID)
+        candidates = np.repeat(z, values, axis=0)
+        candidates[:, dimension] = np.tile(AIM_GRID, rows)
+        flags = self._chunked(self._fns.onsets, len(candidates), candidates)
+        reached = onset_danceability(flags, self.grid).reshape(rows, values)
+        target = np.clip(self._emphasised(danceability), 0.0, 1.0)
+        cost = np.abs(reached - target[:, None]) + AIM_SLACK * np.abs(
+            AIM_GRID[None, :] - z[:, dimension, None]
+        )
+        z[:, dimension] = AIM_GRID[np.argmin(cost, axis=1)]
 
     def set_attribute_vector(self, vector: AttributeVector) -> None:
         self._check_attribute(vector)
@@ -562,7 +629,7 @@ class TrainedModel:
         condition = None
         if danceability is not None and regularised:
             values = _danceability_array(danceability, len(z))
-            z[:, self.attribute_dimension] = self.attribute_code(values)
+            self._set_attribute(z, values)
         if conditioning == "decoder":
             value = DEFAULT_DANCEABILITY if danceability is None else danceability
             condition = _danceability_array(value, len(z))
@@ -575,7 +642,10 @@ class TrainedModel:
             DEFAULT_DANCEABILITY if danceability is None else danceability, len(z)
         )
         fixed = self._fixed_dimensions(True)
-        return self._refine(tokens, z, fixed, source, condition, temperature, seed, refine)
+        aim_as = None if danceability is None else "edit"
+        return self._refine(
+            tokens, z, fixed, source, condition, temperature, seed, refine, aim_as=aim_as
+        )
 
     def prior(
         self, n: int, danceability: float | Sequence[float] | None = None, seed: int = 0
@@ -597,7 +667,7 @@ class TrainedModel:
             z[:, -1] = c
         if self.attribute_dimension is not None:
             if danceability is not None:
-                z[:, self.attribute_dimension] = self.attribute_code(c, "sample")
+                self._set_attribute(z, c, "sample")
         elif conditioning == "none" and danceability is not None:
             z = z + self.attribute_vector.shift(np.full(n, self.attribute_vector.midpoint), c)
         return z.astype(np.float32), c if conditioning == "decoder" else None
@@ -621,6 +691,7 @@ class TrainedModel:
         temperature: float,
         seed: int,
         rounds: int,
+        aim_as: Use | None = None,
     ) -> np.ndarray:
         """Decode-encode refinement: `rounds` times, decode the mu of the decoded windows.
 
@@ -628,11 +699,15 @@ class TrainedModel:
         them; the mu of a decoded window lies where the encoder puts melodies, so
         decoding it again gives a more melody-like result (docs/reconstruction.md).
         The dimensions in `fixed` (a danceability request) keep their values in z;
-        `source` is the c the `encoder` and `latent` variants encode with.
+        `source` is the c the `encoder` and `latent` variants encode with. With
+        `aim_as` (the request `source` made for that use) an aiming model aims the
+        attribute dimension again for each new code instead.
         """
         for round_ in range(1, rounds + 1):
             mu = self._encode_tokens(tokens, source, seed)[0]
             mu[:, fixed] = z[:, fixed]
+            if self.aim and aim_as is not None:
+                self._set_attribute(mu, source, aim_as)
             tokens = self._decode(mu, condition, temperature, seed + round_)
         return tokens
 
@@ -655,7 +730,10 @@ class TrainedModel:
         value = DEFAULT_DANCEABILITY if danceability is None else danceability
         source = _danceability_array(value, n)
         fixed = self._fixed_dimensions(danceability is not None)
-        return self._refine(tokens, z, fixed, source, condition, temperature, seed, refine)
+        aim_as = None if danceability is None else "sample"
+        return self._refine(
+            tokens, z, fixed, source, condition, temperature, seed, refine, aim_as=aim_as
+        )
 
     def reconstruct(self, melodies: Any, temperature: float = 0.0, seed: int = 0) -> Any:
         """Decode the mu of every window with the melody's own danceability; join windows.
@@ -706,7 +784,9 @@ class TrainedModel:
         if danceability is not None:
             condition[:] = danceability
             if self.attribute_dimension is not None:
-                codes[..., self.attribute_dimension] = self.attribute_code(condition)
+                flat = codes.reshape(-1, codes.shape[-1])
+                self._set_attribute(flat, condition.ravel())
+                codes = flat.reshape(codes.shape)
             elif self.config.conditioning == "latent":
                 codes[..., -1] = condition
             elif self.config.conditioning == "none":
@@ -766,7 +846,7 @@ class TrainedModel:
         target = _edit_target(enc, danceability, strength)
         z, condition = enc.mu.copy(), None
         if self.attribute_dimension is not None:
-            z[:, self.attribute_dimension] = self.attribute_code(target)
+            self._set_attribute(z, target)
         if conditioning == "decoder":
             condition = target
         elif conditioning == "latent":
@@ -808,7 +888,7 @@ class TrainedModel:
                 target = _edit_target(enc, danceability, strength)
                 fixed = self._fixed_dimensions(True)
                 tokens = self._refine(
-                    tokens, z, fixed, target, condition, temperature, seed, refine
+                    tokens, z, fixed, target, condition, temperature, seed, refine, aim_as="edit"
                 )
             return tokens
 

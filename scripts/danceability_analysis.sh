@@ -26,7 +26,10 @@
 # EMPHASIS times (default 2, chosen on the validation split) around the training median:
 # results_emphasis/ (edits decoded as they are) and results_controlled/ (edits keeping
 # the source's tokens where the request changes nothing: `musicvae edit`'s default), and
-# the last again decoded once, without the round: results_controlled_once/.
+# the last again decoded once, without the round: results_controlled_once/; and the
+# models with a rhythm decoder asked as `musicvae` asks them by default, each request
+# aimed per code with the rhythm decoder (`--aim`; one round, EMPHASIS, kept source
+# tokens): results_aimed/.
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
 # a small number such as 50 checks the pipeline end to end in a few minutes).
 # JOBS=2 trains two models at a time (one core each); 8-10 minutes per model per core
@@ -143,6 +146,7 @@ wait
 # requests Gaussianised as in training, and (a copy) with its danceability map.
 checkpoints=()
 mapped=()
+aimed=()
 for name in "${order[@]}"; do
   checkpoints+=("$out/$name")
   if [[ "$name" == none-seed* ]]; then  # the other seeds of `none`: their reconstruction
@@ -162,24 +166,28 @@ for name in "${order[@]}"; do
     musicvae danceability-map --checkpoint "$out/$name-map" --data "$out/data"
     checkpoints+=("$out/$name-map")
     mapped+=("$out/$name-map")
+    if [[ "$name" == *-rhythm* ]]; then aimed+=("$out/$name-map"); fi
   fi
 done
 # Once as decoded, once with one decode-encode round of every generated and edited
 # melody (`--refine 1`, the default of `musicvae sample`); the mapped models also with
 # emphasised requests.
-analyze() {  # RESULTS REFINE EMPHASIS KEEP CHECKPOINT...
-  local results="$1" refine="$2" emphasis="$3" keep="$4"
-  shift 4
+analyze() {  # RESULTS REFINE EMPHASIS KEEP AIM CHECKPOINT...
+  local results="$1" refine="$2" emphasis="$3" keep="$4" aim="$5"
+  shift 5
   musicvae analyze --data "$out/data" --out "$results" --max-windows 512 \
     --samples-per-value 64 --edit-windows 64 --refine "$refine" --emphasis "$emphasis" \
-    "--$keep" --checkpoints "$@"
+    "--$keep" "--$aim" --checkpoints "$@"
   echo "table: $results/results.md (JSON: $results/results.json)"
 }
 emphasis="${EMPHASIS:-2}"
-analyze "$out/results" 0 1 no-keep-source "${checkpoints[@]}"
-analyze "$out/results_refined" 1 1 no-keep-source "${checkpoints[@]}"
+analyze "$out/results" 0 1 no-keep-source no-aim "${checkpoints[@]}"
+analyze "$out/results_refined" 1 1 no-keep-source no-aim "${checkpoints[@]}"
 if [ "${#mapped[@]}" -gt 0 ]; then
-  analyze "$out/results_emphasis" 1 "$emphasis" no-keep-source "${mapped[@]}"
-  analyze "$out/results_controlled" 1 "$emphasis" keep-source "${mapped[@]}"
-  analyze "$out/results_controlled_once" 0 "$emphasis" keep-source "${mapped[@]}"
+  analyze "$out/results_emphasis" 1 "$emphasis" no-keep-source no-aim "${mapped[@]}"
+  analyze "$out/results_controlled" 1 "$emphasis" keep-source no-aim "${mapped[@]}"
+  analyze "$out/results_controlled_once" 0 "$emphasis" keep-source no-aim "${mapped[@]}"
+fi
+if [ "${#aimed[@]}" -gt 0 ]; then
+  analyze "$out/results_aimed" 1 "$emphasis" keep-source aim "${aimed[@]}"
 fi

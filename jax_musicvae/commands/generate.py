@@ -66,6 +66,18 @@ def _common(parser: argparse.ArgumentParser, temperature: float) -> None:
         help="ask for median + EMPHASIS * (c - median): > 1 moves the rhythm further than "
         "asked, so different requests differ more (models with an attribute dimension)",
     )
+    _aim_option(parser)
+
+
+def _aim_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--aim",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="aim each request with the model's rhythm decoder: per code, the attribute value "
+        "whose decoded note-ons have the requested rhythm estimate (default: models that "
+        "have a rhythm decoder aim)",
+    )
 
 
 def _fitted_from_data(parser: argparse.ArgumentParser) -> None:
@@ -210,6 +222,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="requests as median + EMPHASIS * (c - median) (models with an attribute dimension)",
     )
+    _aim_option(p)
     p.add_argument(
         "--keep-source",
         action=argparse.BooleanOptionalAction,
@@ -259,6 +272,7 @@ def _load(args: argparse.Namespace):
         batch_size=args.batch_size,
         attribute_vector=getattr(args, "attribute_vector", None),
         emphasis=getattr(args, "emphasis", 1.0),
+        aim=getattr(args, "aim", None),
     )
 
 
@@ -440,6 +454,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         refine=args.refine,
         probe_windows=args.probe_windows,
         emphasis=args.emphasis,
+        aim=args.aim,
         keep_source=args.keep_source,
     )
     paths = analyze(args.checkpoints, args.data, args.out, settings, batch_size=args.batch_size)

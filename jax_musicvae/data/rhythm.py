@@ -172,3 +172,21 @@ def window_danceability_estimates(
 ) -> np.ndarray:
     """`melody_danceability` of each window [N, T] (the window-level danceability)."""
     return np.array([melody_danceability(t, representation, grid=grid) for t in tokens], np.float32)
+
+
+def onset_danceability(flags: np.ndarray, grid: Grid = DEFAULT_GRID) -> np.ndarray:
+    """The rhythm estimate [N] of note-on patterns `flags` [N, T] (nonzero = a note starts).
+
+    Equal patterns are scored once: the rhythm decoder's patterns for neighbouring codes
+    repeat (the aimed requests of `TrainedModel` score many of them).
+    """
+    flags = np.asarray(flags) != 0
+    scores: dict[bytes, float] = {}
+    values = np.empty(len(flags), np.float32)
+    for i, row in enumerate(flags):
+        key = np.packbits(row).tobytes()
+        if key not in scores:
+            onsets = np.flatnonzero(row).astype(np.int32)
+            scores[key] = estimate_danceability(SongRhythm(onsets, row.size, 120.0, grid=grid.name))
+        values[i] = scores[key]
+    return values
