@@ -30,24 +30,29 @@ def _model(aim: bool | None, rhythm_hidden: int = 16) -> TrainedModel:
     return TrainedModel(experiment, params, aim=aim)
 
 
-def _reached(model: TrainedModel, z: np.ndarray) -> np.ndarray:
-    """Rhythm estimate [N, len(AIM_GRID)] of each code's note-ons at every grid value."""
+def _note_ons(model: TrainedModel, z: np.ndarray) -> np.ndarray:
+    """The rhythm decoder's note-on flags [N, T] of codes z, computed here from the module."""
     module = MusicVAE(model.config)
+    logits = module.apply({"params": model.params}, z, method=lambda m, z: m.rhythm(z))
+    return np.asarray(logits) > 0
+
+
+def _reached(model: TrainedModel, z: np.ndarray) -> np.ndarray:
+    """Rhythm estimate [N, len(AIM_GRID)] of each code's note-ons at every grid value
+    (scored as token melodies, independently of `onset_danceability`)."""
     rows = []
     for code in z:
         candidates = np.repeat(code[None], len(AIM_GRID), axis=0)
         candidates[:, 0] = AIM_GRID
-        logits = module.apply({"params": model.params}, candidates, method=lambda m, z: m.rhythm(z))
-        tokens = np.where(np.asarray(logits) > 0, FIRST_NOTE_ON + 40, model.representation.no_event)
+        flags = _note_ons(model, candidates)
+        tokens = np.where(flags, FIRST_NOTE_ON + 40, model.representation.no_event)
         rows.append([melody_danceability(t, model.representation) for t in tokens])
     return np.array(rows)
 
 
 def _reached_at(model: TrainedModel, z: np.ndarray) -> np.ndarray:
     """Rhythm estimate [N] of each code's note-ons."""
-    module = MusicVAE(model.config)
-    logits = module.apply({"params": model.params}, z, method=lambda m, z: m.rhythm(z))
-    return onset_danceability(np.asarray(logits) > 0)
+    return onset_danceability(_note_ons(model, z))
 
 
 def test_onset_danceability_is_the_estimate_of_the_same_note_ons() -> None:
