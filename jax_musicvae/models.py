@@ -268,7 +268,7 @@ class Decoder(nn.Module):
             previous = previous * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
         stack = self.core()
         w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
-        x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj[None]
+        x_proj = rnn.add_to_every_step(rnn.matmul(previous, w_token, self._dtype), context_proj)
         if w_note_on is not None:
             x_proj = x_proj + jnp.swapaxes(_to_bars(onsets, bars), 0, 1)[..., None] * w_note_on
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]

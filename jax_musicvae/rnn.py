@@ -133,25 +133,39 @@ def project_directions(xs: jax.Array, w_ih: jax.Array, dtype: jnp.dtype) -> jax.
     ).reshape(directions, steps, batch, -1)
 
 
+def lstm_activations(pre: jax.Array) -> jax.Array:
+    """sigmoid on the i, f, o blocks and tanh on the g block of pre-activations [..., 4H].
+
+    One elementwise pass over the fused width, tanh(x) = 2 sigmoid(2x) - 1 (within
+    3e-7 of tanh), so a step's activations come out as the one array the gradient
+    saves: computed block by block and concatenated, each step of the loops ran
+    four activation kernels and a copy (docs/benchmarks.md, session 17).
+    """
+    blocks = pre.reshape(*pre.shape[:-1], 4, -1)
+    scale = jnp.array([1.0, 1.0, 2.0, 1.0], pre.dtype)[:, None]
+    return (jax.nn.sigmoid(blocks * scale) * scale - (scale - 1.0)).reshape(pre.shape)
+
+
 def gate_activations(
     cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
-) -> tuple[Carry, tuple[jax.Array, ...]]:
+) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
     """The elementwise part of a step, given x W_ih + b_ih and h W_hh + b_hh.
 
-    Returns the new carry and the activations the hand-written gradient saves
-    (LSTM: i, f, g, o, c; GRU: r, z, n, h W_hn + b_hn); other callers drop them.
+    Returns the new carry and what the hand-written gradient saves of the step: the
+    gate activations [..., G*H] (LSTM i|f|g|o, GRU r|z|n) and one H-wide array (LSTM:
+    c, GRU: h W_hn + b_hn); other callers drop them.
     """
     if cell == "lstm":
-        i, f, g, o = jnp.split(x_proj + h_proj, 4, axis=-1)
-        i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+        acts = lstm_activations(x_proj + h_proj)
+        i, f, g, o = jnp.split(acts, 4, axis=-1)
         c = f * carry[1] + i * g
-        return (o * jnp.tanh(c), c), (i, f, g, o, c)
+        return (o * jnp.tanh(c), c), (acts, c)
     x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(h_proj, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return ((1.0 - z) * n + z * carry[0],), (r, z, n, h_n)
+    return ((1.0 - z) * n + z * carry[0],), (jnp.concatenate([r, z, n], axis=-1), h_n)
 
 
 def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carry:
@@ -160,32 +174,32 @@ def gates(cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry) -> Carr
 
 
 def _lstm_gate_gradients(
-    acts: tuple[jax.Array, ...],
+    acts: jax.Array,
     c_before: jax.Array,
     tanh_c: jax.Array,
     dh: jax.Array,
     dc_next: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """d(pre-activation gates i|f|g|o) of one LSTM step and dc_t, from its activations."""
-    i, f, g, o = acts
+    """d(pre-activation gates i|f|g|o) of one LSTM step and dc_t, from its activations.
+
+    Each block is (what multiplies the gate) x (the activation's slope): i: dc g, f: dc
+    c_{t-1}, g: dc i, o: dh tanh c_t; computed over the fused width at once, like
+    `lstm_activations`.
+    """
+    blocks = acts.reshape(*acts.shape[:-1], 4, -1)
+    i, f, g, o = (blocks[..., k, :] for k in range(4))
     dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-    d_gates = jnp.concatenate(
-        [
-            dc * g * i * (1.0 - i),
-            dc * c_before * f * (1.0 - f),
-            dc * i * (1.0 - g * g),
-            dh * tanh_c * o * (1.0 - o),
-        ],
-        axis=-1,
-    )
-    return d_gates, dc
+    upstream = jnp.stack([dc * g, dc * c_before, dc * i, dh * tanh_c], axis=-2)
+    is_g = (jnp.arange(4) == 2)[:, None]
+    slope = jnp.where(is_g, 1.0 - blocks * blocks, blocks * (1.0 - blocks))
+    return (upstream * slope).reshape(acts.shape), dc
 
 
 def _gru_gate_gradients(
-    acts: tuple[jax.Array, ...], h_before: jax.Array, dh: jax.Array
+    acts: jax.Array, h_n: jax.Array, h_before: jax.Array, dh: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(dr, dz, dn) of one GRU step's pre-activations (dn before the r * h_n product)."""
-    r, z, n, h_n = acts
+    r, z, n = jnp.split(acts, 3, axis=-1)
     dz = dh * (h_before - n) * z * (1.0 - z)
     dn = dh * (1.0 - z) * (1.0 - n * n)
     dr = dn * h_n * r * (1.0 - r)
@@ -195,10 +209,16 @@ def _gru_gate_gradients(
 def _gates_fwd(
     cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
 ) -> tuple[Carry, tuple[jax.Array, ...]]:
-    new, saved = gate_activations(cell, x_proj, h_proj, carry)
+    new, (acts, extra) = gate_activations(cell, x_proj, h_proj, carry)
     if cell == "lstm":
-        return new, (*saved[:4], carry[1], jnp.tanh(new[1]))
-    return new, (*saved, carry[0])
+        return new, (acts, carry[1], jnp.tanh(new[1]))
+    return new, (acts, extra, carry[0])
+
+
+def _forget_gate(acts: jax.Array) -> jax.Array:
+    """f of an LSTM step's activations i|f|g|o."""
+    hidden = acts.shape[-1] // 4
+    return acts[..., hidden : 2 * hidden]
 
 
 def _gates_bwd(
@@ -206,14 +226,14 @@ def _gates_bwd(
 ) -> tuple[jax.Array, jax.Array, Carry]:
     """The gradient of one step's gate maths from its activations, as `_recurrence_bwd`."""
     if cell == "lstm":
-        *acts, c_before, tanh_c = saved
+        acts, c_before, tanh_c = saved
         dh, dc_next = d_new
         d_gates, dc = _lstm_gate_gradients(acts, c_before, tanh_c, dh, dc_next)
-        return d_gates, d_gates, (jnp.zeros_like(dh), dc * acts[1])
-    *acts, h_before = saved
+        return d_gates, d_gates, (jnp.zeros_like(dh), dc * _forget_gate(acts))
+    acts, h_n, h_before = saved
     (dh,) = d_new
-    dr, dz, dn = _gru_gate_gradients(acts, h_before, dh)
-    r, z = acts[0], acts[1]
+    dr, dz, dn = _gru_gate_gradients(acts, h_n, h_before, dh)
+    r, z, _ = jnp.split(acts, 3, axis=-1)
     return (
         jnp.concatenate([dr, dz, dn], axis=-1),
         jnp.concatenate([dr, dz, dn * r], axis=-1),
@@ -224,7 +244,7 @@ def _gates_bwd(
 gates_saving_activations = jax.custom_vjp(gates, nondiff_argnums=(0,))
 gates_saving_activations.defvjp(_gates_fwd, _gates_bwd)
 gates_saving_activations.__doc__ = """`gates` whose gradient keeps only the activations
-(LSTM: i, f, g, o, c_{t-1}, tanh c_t; GRU: r, z, n, h W_hn + b_hn, h_{t-1}): XLA's
+(LSTM: i|f|g|o, c_{t-1}, tanh c_t; GRU: r|z|n, h W_hn + b_hn, h_{t-1}): XLA's
 autodiff of the step loops of scheduled sampling kept about 20 H-wide arrays per
 layer and step (docs/benchmarks.md)."""
 
@@ -240,6 +260,30 @@ def cell_step(
     """One time step given the already projected input x W_ih + b_ih."""
     step_gates = gates if gradient == "autodiff" else gates_saving_activations
     return step_gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
+
+
+@jax.custom_vjp
+def add_to_every_step(xs: jax.Array, per_row: jax.Array) -> jax.Array:
+    """xs [T, N, G] + per_row [N, G] at every step t.
+
+    Its gradient for per_row, the sum over T, is a product with a vector of ones:
+    XLA:CPU hands the plain sum over the leading axis to YNNPACK, which took 165-185
+    ms for the decoder's [16, 1024, 1024] (bench_small, B = 64) where the product
+    takes 4 ms (docs/benchmarks.md, session 17).
+    """
+    return xs + per_row[None]
+
+
+def _add_to_every_step_fwd(xs: jax.Array, per_row: jax.Array) -> tuple[jax.Array, None]:
+    return add_to_every_step(xs, per_row), None
+
+
+def _add_to_every_step_bwd(_: None, d_sum: jax.Array) -> tuple[jax.Array, jax.Array]:
+    ones = jnp.ones(d_sum.shape[0], d_sum.dtype)
+    return d_sum, jnp.einsum("t,tng->ng", ones, d_sum)
+
+
+add_to_every_step.defvjp(_add_to_every_step_fwd, _add_to_every_step_bwd)
 
 
 def _hidden_projection(
@@ -327,10 +371,10 @@ def _recurrence_fwd(
     def body(t, loop):
         carry, x_t, acts, hs, extra = loop
         h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
-        carry, saved = gate_activations(cell, x_t + b_ih[:, None, :], h_proj, carry)
-        acts = _put(acts, jnp.concatenate(saved[:-1], axis=-1), t)
+        carry, (acts_t, extra_t) = gate_activations(cell, x_t + b_ih[:, None, :], h_proj, carry)
+        acts = _put(acts, acts_t, t)
         x_next = _at(acts, jnp.minimum(t + 1, steps - 1))
-        return carry, x_next, acts, _put(hs, carry[0], t), _put(extra, saved[-1], t)
+        return carry, x_next, acts, _put(hs, carry[0], t), _put(extra, extra_t, t)
 
     final, _, acts, hs, extra = jax.lax.fori_loop(
         0, steps, body, (carry, _at(x_proj, 0), x_proj, hs, extra)
@@ -366,13 +410,13 @@ def _recurrence_bwd(
         def body(k, loop):
             dh_rec, dc_next, acts_t, grads = loop
             t = steps - 1 - k
-            i, f, g, o = jnp.split(acts_t, 4, axis=-1)
             c_before = before(extra, carry0[1], t)
             dh = _at(d_hs, t) + dh_rec
             tanh_c = jnp.tanh(_at(extra, t))
-            d_gates, dc = _lstm_gate_gradients((i, f, g, o), c_before, tanh_c, dh, dc_next)
+            d_gates, dc = _lstm_gate_gradients(acts_t, c_before, tanh_c, dh, dc_next)
             grads = _put(grads, d_gates, t)
-            return back_h(d_gates), dc * f, _at(grads, jnp.maximum(t - 1, 0)), grads
+            dc_before = dc * _forget_gate(acts_t)
+            return back_h(d_gates), dc_before, _at(grads, jnp.maximum(t - 1, 0)), grads
 
         dh0, dc0, _, d_x_proj = jax.lax.fori_loop(
             0, steps, body, (*d_final, _at(acts, steps - 1), acts)
@@ -383,9 +427,9 @@ def _recurrence_bwd(
         def body(k, loop):
             dh_rec, acts_t, h_n, grads, grads_n = loop
             t = steps - 1 - k
-            r, z, n = jnp.split(acts_t, 3, axis=-1)
+            r, z, _ = jnp.split(acts_t, 3, axis=-1)
             dh = _at(d_hs, t) + dh_rec
-            dr, dz, dn = _gru_gate_gradients((r, z, n, h_n), before(hs, carry0[0], t), dh)
+            dr, dz, dn = _gru_gate_gradients(acts_t, h_n, before(hs, carry0[0], t), dh)
             d_h = back_h(jnp.concatenate([dr, dz, dn * r], axis=-1))
             # Step t's gradients go over its activations (d x_proj = dr|dz|dn) and over
             # its h W_hn + b_hn (dn * r, the n block of d(h W_hh)).
