@@ -117,11 +117,10 @@ class Encoder(nn.Module):
         cfg = self.config
         dtype = jnp.dtype(cfg.compute_dtype)
         key = None if deterministic or cfg.dropout == 0.0 else self.make_rng("dropout")
-        x = jax.nn.one_hot(tokens, cfg.input_depth, dtype=jnp.float32)
         h_fwd, h_bwd, outputs = rnn.run_bidirectional_stack(
             cfg.cell,
             self.rnn(),
-            x,
+            tokens,
             cfg.encoder_hidden,
             dtype,
             cfg.dropout,

@@ -146,6 +146,31 @@ def lstm_activations(pre: jax.Array) -> jax.Array:
     return (jax.nn.sigmoid(blocks * scale) * scale - (scale - 1.0)).reshape(pre.shape)
 
 
+@jax.custom_vjp
+def project_token_directions(tokens: jax.Array, w_ih: jax.Array) -> jax.Array:
+    """`project_directions` of one-hot inputs given as token ids [D, T, B]: row lookups
+    of w_ih [D, V, G*H], equal to the one-hots' product. Its gradient for w_ih is still
+    the one-hots' product with the projection's gradient (the transpose of a lookup,
+    a scatter-add, is slow on the CPU); the lookup saves the forward matmul (bench_small,
+    B = 64: 59 ms -> 13 ms; docs/benchmarks.md, session 17)."""
+    return jax.vmap(lambda w, t: w[t])(w_ih, tokens)
+
+
+def _project_tokens_fwd(tokens: jax.Array, w_ih: jax.Array) -> tuple[jax.Array, tuple]:
+    return project_token_directions(tokens, w_ih), (tokens, w_ih.shape[1])
+
+
+def _project_tokens_bwd(saved: tuple, d_proj: jax.Array) -> tuple[None, jax.Array]:
+    tokens, depth = saved
+    directions = tokens.shape[0]
+    one_hot = jax.nn.one_hot(tokens.reshape(directions, -1), depth, dtype=d_proj.dtype)
+    rows = d_proj.reshape(directions, -1, d_proj.shape[-1])
+    return None, jnp.einsum("dnv,dng->dvg", one_hot, rows)
+
+
+project_token_directions.defvjp(_project_tokens_fwd, _project_tokens_bwd)
+
+
 def gate_activations(
     cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
 ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
@@ -579,7 +604,8 @@ def run_bidirectional_layer(
     dtype: jnp.dtype,
     gradient: str = "custom",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Both directions of one layer over time-major xs [T, B, in].
+    """Both directions of one layer over time-major xs [T, B, in], or over the one-hots
+    of token ids xs [T, B] (projected by row lookups, `project_token_directions`).
 
     The weights w hold (fwd, bwd) on a leading axis of 2 and the backward input is
     flipped in time, so both directions' inputs are projected by one batched matmul:
@@ -595,7 +621,11 @@ def run_bidirectional_layer(
     """
     batch = xs.shape[1]
     # [2, T, B, G*H]; b_ih is added inside the loop
-    proj = project_directions(jnp.stack([xs, jnp.flip(xs, axis=0)]), w["w_ih"], dtype)
+    both = jnp.stack([xs, jnp.flip(xs, axis=0)])
+    if jnp.issubdtype(xs.dtype, jnp.integer):
+        proj = project_token_directions(both, w["w_ih"])
+    else:
+        proj = project_directions(both, w["w_ih"], dtype)
     if w["w_hh"][0].size * jnp.dtype(dtype).itemsize < SEQUENTIAL_DIRECTIONS_BYTES:
         carry = tuple(a.reshape(2, batch, hidden) for a in zero_carry(cell, 2 * batch, hidden))
         carry, ys = time_loop(
@@ -688,13 +718,15 @@ def run_bidirectional_stack(
     gradient: str = "custom",
     cudnn: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Bidirectional stack from zero state: the last layer's final h (fwd, bwd) and its
-    outputs [T, B, 2H].
+    """Bidirectional stack from zero state over xs [B, T, in] or the one-hots of token
+    ids xs [B, T]: the last layer's final h (fwd, bwd) and its outputs [T, B, 2H].
 
     With `cudnn`, one cuDNN call where `cudnn_lstm_usable` allows it; it returns no
     outputs (None).
     """
     if cudnn and cudnn_lstm_usable(cell, dtype, dropout_key if dropout_rate else None):
+        if jnp.issubdtype(xs.dtype, jnp.integer):
+            xs = jax.nn.one_hot(xs, stack[0]["w_ih"].shape[-2], dtype=jnp.float32)
         return (*run_bidirectional_stack_cudnn(stack, xs, hidden), None)
     h_fwd = h_bwd = None
     xs = jnp.swapaxes(xs, 0, 1)
