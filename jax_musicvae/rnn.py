@@ -3,14 +3,15 @@
 Weights are fused in torch's gate order (LSTM i|f|g|o, GRU r|z|n) and stored
 transposed (`w_ih [in, G*H]`, `w_hh [H, G*H]`), so converting a torch state dict
 is a transpose. The input projection of a whole sequence is one matmul outside
-the time loop, only `h @ w_hh` runs per step, and the gradient is hand-written
-(`recurrence`): its backward loop carries only dh/dc, and dW_hh is one contraction
-over all steps after it. The loops keep direction-major [D, T, B, .] arrays and
-write each step's activations, then its gate gradients, over the projected input
-in place, so training holds one [D, T, B, G*H] array per layer. The two directions
-of a bidirectional layer share one input projection and one loop, except where a
-direction's W_hh is large: then they run one loop after the other, as torch does,
-so each loop keeps its one W_hh in cache; on a GPU the bidirectional LSTM encoder
+the time loop (row lookups for token ids), only `h @ w_hh` runs per step, and the
+gradient is hand-written (`recurrence`): its backward loop carries only dh/dc,
+and dW_hh is one contraction over all steps after it. The loops keep
+direction-major [D, T, B, .] arrays and write each step's activations, then its
+gate gradients, over the projected input in place, so training holds one
+[D, T, B, G*H] array per layer. The two directions of a bidirectional layer share
+one input projection and one loop, except where a direction's W_hh is large: then
+they run one loop after the other, as torch does, so each loop keeps its one W_hh
+in cache; on a GPU the bidirectional LSTM encoder
 can run as jax.experimental.rnn's cuDNN kernel instead (opt-in). Measured speed
 and memory effects of these choices: docs/benchmarks.md.
 

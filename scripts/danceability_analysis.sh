@@ -31,7 +31,8 @@
 # aimed per code with the rhythm decoder (`--aim`; one round, EMPHASIS, kept source
 # tokens): results_aimed/.
 # Usage: scripts/danceability_analysis.sh OUT [STEPS]   (STEPS per model, default 3000;
-# a small number such as 50 checks the pipeline end to end in a few minutes).
+# a small number such as 50 checks the pipeline end to end: four models with JOBS=2 took
+# 12 minutes from a fresh clone, the corpus's conversion included).
 # JOBS=2 trains two models at a time (one core each); 8-10 minutes per model per core
 # at 3000 steps on this project's 2-core machines (the 18 models of session 13 took
 # about 80 minutes with JOBS=2 and 30 minutes of analysis; the 24 now, estimated from
