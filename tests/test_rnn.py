@@ -118,3 +118,45 @@ def test_bidirectional_directions_in_one_loop_or_two_agree(cell: str, monkeypatc
     for want, have in zip(jax.tree.leaves(one_loop), jax.tree.leaves(two_loops), strict=True):
         np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=1e-5, atol=1e-6)
         assert float(jnp.max(jnp.abs(want))) > 1e-3
+
+
+def test_lstm_activations_are_sigmoid_and_tanh_by_block() -> None:
+    pre = 4.0 * jax.random.normal(jax.random.PRNGKey(1), (3, 5, 4 * 7))
+    i, f, g, o = jnp.split(pre, 4, axis=-1)
+    expected = jnp.concatenate(
+        [jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1
+    )
+    np.testing.assert_allclose(rnn.lstm_activations(pre), expected, rtol=0, atol=1e-6)
+
+
+def test_add_to_every_step_gradient_is_the_sum_over_steps() -> None:
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    xs = jax.random.normal(keys[0], (5, 4, 6))
+    per_row = jax.random.normal(keys[1], (4, 6))
+    weights = jax.random.normal(keys[2], (5, 4, 6))
+
+    def loss(add, xs, per_row):
+        return jnp.sum(jnp.sin(add(xs, per_row)) * weights)
+
+    plain = jax.grad(functools.partial(loss, lambda x, r: x + r[None]), argnums=(0, 1))
+    custom = jax.grad(functools.partial(loss, rnn.add_to_every_step), argnums=(0, 1))
+    np.testing.assert_array_equal(rnn.add_to_every_step(xs, per_row), xs + per_row[None])
+    for got, want in zip(custom(xs, per_row), plain(xs, per_row), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_token_lookup_equals_the_one_hot_projection() -> None:
+    depth = 11
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 7, 3), 0, depth)
+    w_ih = jax.random.normal(jax.random.PRNGKey(4), (2, depth, 8))
+    weights = jax.random.normal(jax.random.PRNGKey(5), (2, 7, 3, 8))
+
+    def one_hot_projection(tokens, w):
+        return rnn.project_directions(jax.nn.one_hot(tokens, depth), w, jnp.float32)
+
+    np.testing.assert_array_equal(
+        rnn.project_token_directions(tokens, w_ih), one_hot_projection(tokens, w_ih)
+    )
+    lookup = jax.grad(lambda w: jnp.sum(rnn.project_token_directions(tokens, w) * weights))
+    product = jax.grad(lambda w: jnp.sum(one_hot_projection(tokens, w) * weights))
+    np.testing.assert_allclose(lookup(w_ih), product(w_ih), rtol=1e-6, atol=1e-6)
