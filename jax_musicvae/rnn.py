@@ -11,9 +11,9 @@ gate gradients, over the projected input in place, so training holds one
 [D, T, B, G*H] array per layer. The two directions of a bidirectional layer share
 one input projection and one loop, except where a direction's W_hh is large: then
 they run one loop after the other, as torch does, so each loop keeps its one W_hh
-in cache; on a GPU the bidirectional LSTM encoder
-can run as jax.experimental.rnn's cuDNN kernel instead (opt-in). Measured speed
-and memory effects of these choices: docs/benchmarks.md.
+in cache; on a GPU the bidirectional LSTM encoder can run as jax.experimental.rnn's
+cuDNN kernel instead (opt-in). Measured speed and memory effects of these choices:
+docs/benchmarks.md.
 
 A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
 """
@@ -624,7 +624,8 @@ def run_bidirectional_layer(
     # [2, T, B, G*H]; b_ih is added inside the loop
     both = jnp.stack([xs, jnp.flip(xs, axis=0)])
     if jnp.issubdtype(xs.dtype, jnp.integer):
-        proj = project_token_directions(both, w["w_ih"])
+        # The rows in the compute dtype, as the one-hots' product in it would give them.
+        proj = project_token_directions(both, w["w_ih"].astype(dtype).astype(jnp.float32))
     else:
         proj = project_directions(both, w["w_ih"], dtype)
     if w["w_hh"][0].size * jnp.dtype(dtype).itemsize < SEQUENTIAL_DIRECTIONS_BYTES:
