@@ -206,7 +206,7 @@ def _lstm_gate_gradients(
     dh: jax.Array,
     dc_next: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """d(pre-activation gates i|f|g|o) of one LSTM step and dc_t, from its activations.
+    """d(pre-activation gates i|f|g|o) of one LSTM step and dc_{t-1}, from its activations.
 
     Each block is (what multiplies the gate) x (the activation's slope): i: dc g, f: dc
     c_{t-1}, g: dc i, o: dh tanh c_t; computed over the fused width at once, like
@@ -218,14 +218,14 @@ def _lstm_gate_gradients(
     upstream = jnp.stack([dc * g, dc * c_before, dc * i, dh * tanh_c], axis=-2)
     is_g = (jnp.arange(4) == 2)[:, None]
     slope = jnp.where(is_g, 1.0 - blocks * blocks, blocks * (1.0 - blocks))
-    return (upstream * slope).reshape(acts.shape), dc
+    return (upstream * slope).reshape(acts.shape), dc * f
 
 
 def _gru_gate_gradients(
-    acts: jax.Array, h_n: jax.Array, h_before: jax.Array, dh: jax.Array
+    acts: tuple[jax.Array, ...], h_before: jax.Array, dh: jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(dr, dz, dn) of one GRU step's pre-activations (dn before the r * h_n product)."""
-    r, z, n = jnp.split(acts, 3, axis=-1)
+    r, z, n, h_n = acts
     dz = dh * (h_before - n) * z * (1.0 - z)
     dn = dh * (1.0 - z) * (1.0 - n * n)
     dr = dn * h_n * r * (1.0 - r)
@@ -241,12 +241,6 @@ def _gates_fwd(
     return new, (acts, extra, carry[0])
 
 
-def _forget_gate(acts: jax.Array) -> jax.Array:
-    """f of an LSTM step's activations i|f|g|o."""
-    hidden = acts.shape[-1] // 4
-    return acts[..., hidden : 2 * hidden]
-
-
 def _gates_bwd(
     cell: str, saved: tuple[jax.Array, ...], d_new: Carry
 ) -> tuple[jax.Array, jax.Array, Carry]:
@@ -254,12 +248,12 @@ def _gates_bwd(
     if cell == "lstm":
         acts, c_before, tanh_c = saved
         dh, dc_next = d_new
-        d_gates, dc = _lstm_gate_gradients(acts, c_before, tanh_c, dh, dc_next)
-        return d_gates, d_gates, (jnp.zeros_like(dh), dc * _forget_gate(acts))
+        d_gates, dc_before = _lstm_gate_gradients(acts, c_before, tanh_c, dh, dc_next)
+        return d_gates, d_gates, (jnp.zeros_like(dh), dc_before)
     acts, h_n, h_before = saved
     (dh,) = d_new
-    dr, dz, dn = _gru_gate_gradients(acts, h_n, h_before, dh)
-    r, z, _ = jnp.split(acts, 3, axis=-1)
+    r, z, n = jnp.split(acts, 3, axis=-1)
+    dr, dz, dn = _gru_gate_gradients((r, z, n, h_n), h_before, dh)
     return (
         jnp.concatenate([dr, dz, dn], axis=-1),
         jnp.concatenate([dr, dz, dn * r], axis=-1),
@@ -439,9 +433,8 @@ def _recurrence_bwd(
             c_before = before(extra, carry0[1], t)
             dh = _at(d_hs, t) + dh_rec
             tanh_c = jnp.tanh(_at(extra, t))
-            d_gates, dc = _lstm_gate_gradients(acts_t, c_before, tanh_c, dh, dc_next)
+            d_gates, dc_before = _lstm_gate_gradients(acts_t, c_before, tanh_c, dh, dc_next)
             grads = _put(grads, d_gates, t)
-            dc_before = dc * _forget_gate(acts_t)
             return back_h(d_gates), dc_before, _at(grads, jnp.maximum(t - 1, 0)), grads
 
         dh0, dc0, _, d_x_proj = jax.lax.fori_loop(
@@ -453,9 +446,9 @@ def _recurrence_bwd(
         def body(k, loop):
             dh_rec, acts_t, h_n, grads, grads_n = loop
             t = steps - 1 - k
-            r, z, _ = jnp.split(acts_t, 3, axis=-1)
+            r, z, n = jnp.split(acts_t, 3, axis=-1)
             dh = _at(d_hs, t) + dh_rec
-            dr, dz, dn = _gru_gate_gradients(acts_t, h_n, before(hs, carry0[0], t), dh)
+            dr, dz, dn = _gru_gate_gradients((r, z, n, h_n), before(hs, carry0[0], t), dh)
             d_h = back_h(jnp.concatenate([dr, dz, dn * r], axis=-1))
             # Step t's gradients go over its activations (d x_proj = dr|dz|dn) and over
             # its h W_hn + b_hn (dn * r, the n block of d(h W_hh)).
