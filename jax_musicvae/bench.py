@@ -442,6 +442,7 @@ def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu:
         steps.train_step,
         static_argnames=("model", "loss", "sampling"),
         donate_argnums=(0,),
+        compiler_options=steps.TRAIN_STEP_COMPILER_OPTIONS,
     )
     box = [steps.create_state(c, bc.optim, params)]
     beta = jnp.float32(loss.max_beta)

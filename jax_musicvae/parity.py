@@ -461,7 +461,8 @@ def check_optimizer_steps(h: Harness) -> Iterator[CheckResult]:
     h.torch_model.train()
     state = steps.create_state(model_cfg, optim_cfg, h.params)
     step_fn = jax.jit(
-        functools.partial(steps.train_step, model=model_cfg, loss=loss_cfg, sampling=sampling_cfg)
+        functools.partial(steps.train_step, model=model_cfg, loss=loss_cfg, sampling=sampling_cfg),
+        compiler_options=steps.TRAIN_STEP_COMPILER_OPTIONS,
     )
     for step in range(TRAIN_STEPS):
         tokens = rng.integers(0, model_cfg.input_depth, (BATCH, model_cfg.sequence_length))

@@ -22,6 +22,13 @@ from jax_musicvae.models import MusicVAE
 
 Batch = dict[str, jax.Array]
 
+# Compiler options for `jax.jit` of `train_step`. XLA:CPU's region analysis lets copy
+# insertion prove that a while loop may update its carried values in place; without it
+# every step of the backward recurrences copied its carried activations and dh/dc first
+# (32 copies in all, the LSTM step at B = 64 about 5% slower; the compiled results are
+# bitwise the same; docs/benchmarks.md, session 18). Other backends ignore xla_cpu_*.
+TRAIN_STEP_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
+
 
 class Noise(NamedTuple):
     """All randomness of one step: reparameterisation, sampling choices, Gumbel noise,

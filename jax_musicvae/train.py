@@ -44,7 +44,13 @@ from jax_musicvae.experiment import ExperimentConfig
 from jax_musicvae.metrics_writer import METRICS_FILE, MetricsWriter, plot_curves
 from jax_musicvae.models import MusicVAE, init_params
 from jax_musicvae.statistics import attribute_quantiles, gaussianise
-from jax_musicvae.steps import create_state, draw_noise, eval_step, train_step
+from jax_musicvae.steps import (
+    TRAIN_STEP_COMPILER_OPTIONS,
+    create_state,
+    draw_noise,
+    eval_step,
+    train_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +225,7 @@ class Trainer:
             in_shardings=(self.state_sharding, self.batch_sharding, repl, repl, repl, repl, repl),
             out_shardings=(self.state_sharding, repl),
             donate_argnums=0,
+            compiler_options=TRAIN_STEP_COMPILER_OPTIONS,
         )
         self._eval = jax.jit(eval_fn)
         self.reconstruct = jax.jit(reconstruct_fn)
