@@ -84,6 +84,11 @@ def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
     return jnp.pad(one_hot[:, :-1], ((0, 0), (1, 0), (0, 0)))
 
 
+def previous_token_ids(tokens: jax.Array, depth: int) -> jax.Array:
+    """Tokens shifted right by one step, with `depth` (no token: zero input) at t = 0."""
+    return jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)), constant_values=depth)
+
+
 def _to_bars(x: jax.Array, bars: int) -> jax.Array:
     """[B, U*S, ...] -> [B*U, S, ...]."""
     b, t = x.shape[:2]
@@ -259,15 +264,15 @@ class Decoder(nn.Module):
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
         context, core_init = self.bar_context(z_dec, conductor_key)
         batch, bars = tokens.shape[0], cfg.num_bars
-        # Time-major [S, B*U, .] from the narrow one-hots on, so no wide array is transposed.
-        previous = jnp.swapaxes(
-            _to_bars(previous_token_inputs(tokens, cfg.input_depth), bars), 0, 1
-        )
-        if token_keep is not None:
-            previous = previous * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
+        # Time-major [S, B*U] token ids; their W_ih rows are looked up, not multiplied.
+        previous = jnp.swapaxes(_to_bars(previous_token_ids(tokens, cfg.input_depth), bars), 0, 1)
         stack = self.core()
         w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
-        x_proj = rnn.add_to_every_step(rnn.matmul(previous, w_token, self._dtype), context_proj)
+        w_token = w_token.astype(self._dtype).astype(jnp.float32)  # as the one-hots' product
+        token_proj = rnn.project_token_directions(previous[None], w_token[None])[0]
+        if token_keep is not None:
+            token_proj = token_proj * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
+        x_proj = rnn.add_to_every_step(token_proj, context_proj)
         if w_note_on is not None:
             x_proj = x_proj + jnp.swapaxes(_to_bars(onsets, bars), 0, 1)[..., None] * w_note_on
         carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]

@@ -150,11 +150,12 @@ def lstm_activations(pre: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def project_token_directions(tokens: jax.Array, w_ih: jax.Array) -> jax.Array:
     """`project_directions` of one-hot inputs given as token ids [D, T, B]: row lookups
-    of w_ih [D, V, G*H], equal to the one-hots' product. Its gradient for w_ih is still
-    the one-hots' product with the projection's gradient (the transpose of a lookup,
-    a scatter-add, is slow on the CPU); the lookup saves the forward matmul (bench_small,
-    B = 64: 59 ms -> 13 ms; docs/benchmarks.md, session 17)."""
-    return jax.vmap(lambda w, t: w[t])(w_ih, tokens)
+    of w_ih [D, V, G*H], equal to the one-hots' product; an id outside [0, V) reads
+    zeros, as an all-zero one-hot would. Its gradient for w_ih is still the one-hots'
+    product with the projection's gradient (the transpose of a lookup, a scatter-add,
+    is slow on the CPU); the lookup saves the forward matmul (bench_small, B = 64:
+    59 ms -> 13 ms; docs/benchmarks.md, session 17)."""
+    return jax.vmap(lambda w, t: jnp.take(w, t, axis=0, mode="fill", fill_value=0))(w_ih, tokens)
 
 
 def _project_tokens_fwd(tokens: jax.Array, w_ih: jax.Array) -> tuple[jax.Array, tuple]:

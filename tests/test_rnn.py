@@ -148,6 +148,7 @@ def test_add_to_every_step_gradient_is_the_sum_over_steps() -> None:
 def test_token_lookup_equals_the_one_hot_projection() -> None:
     depth = 11
     tokens = jax.random.randint(jax.random.PRNGKey(3), (2, 7, 3), 0, depth)
+    tokens = tokens.at[:, 0].set(depth)  # no token: a zero input, as the decoder's first step
     w_ih = jax.random.normal(jax.random.PRNGKey(4), (2, depth, 8))
     weights = jax.random.normal(jax.random.PRNGKey(5), (2, 7, 3, 8))
 
