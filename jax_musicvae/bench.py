@@ -385,10 +385,15 @@ class Inputs:
     choose_noise: np.ndarray | None = None  # scheduled sampling: U[0, 1) [B, T]
     gumbel: np.ndarray | None = None  # scheduled sampling: Gumbel(0, 1) [B, T, D]
     token_keep: np.ndarray | None = None  # token dropout: 1 keep, 0 drop [B, T]
+    attribute: np.ndarray | None = None  # Gaussianised danceability [B], where the loss uses it
 
 
 def make_inputs(
-    c: ModelConfig, batch: int, seed: int, sampling: SamplingConfig | None = None
+    c: ModelConfig,
+    batch: int,
+    seed: int,
+    sampling: SamplingConfig | None = None,
+    loss: LossConfig | None = None,
 ) -> Inputs:
     sampling = sampling or SamplingConfig()
     rng = np.random.default_rng(seed)
@@ -402,6 +407,8 @@ def make_inputs(
         inputs.gumbel = rng.gumbel(size=(*shape, c.input_depth)).astype(np.float32)
     if sampling.token_dropout > 0.0:
         inputs.token_keep = (rng.random(shape) >= sampling.token_dropout).astype(np.float32)
+    if loss is not None and loss.uses_attribute:  # so the attribute terms are timed too
+        inputs.attribute = rng.standard_normal(batch).astype(np.float32)
     return inputs
 
 
@@ -431,6 +438,8 @@ def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu:
     batch = {"tokens": jax.device_put(inputs.tokens, device)}
     if condition is not None:
         batch["condition"] = condition
+    if inputs.attribute is not None:
+        batch["attribute"] = jax.device_put(inputs.attribute, device)
     noise = steps.Noise(
         *(
             None if a is None else jax.device_put(a, device)
@@ -503,6 +512,8 @@ def torch_runner(
     optimizer = torch_train.make_optimizer(model, bc.optim)
     module = torch.compile(model) if compiled else model
     batch = {"tokens": tokens, "condition": condition}
+    if inputs.attribute is not None:
+        batch["attribute"] = torch.tensor(inputs.attribute, device=device)
     counter = [0]
 
     def train() -> None:
@@ -580,7 +591,7 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     torch.set_flush_denormal(True)
     bc = bench_config(name)
     params = jax.tree.map(np.asarray, init_params(bc.model, jax.random.key(0)))
-    inputs = make_inputs(bc.model, batch, 0, bc.sampling)
+    inputs = make_inputs(bc.model, batch, 0, bc.sampling, bc.loss)
     # The baseline: both runtimes up and the weights initialised (by Flax, for either
     # framework), less the host weights, which are freed once the runner has its copy.
     torch.ones(8, 8) @ torch.ones(8, 8)
@@ -636,7 +647,7 @@ def bench_case(
     """
     c = bc.model
     params, state_dict = weights
-    inputs = make_inputs(c, batch, seed, bc.sampling)
+    inputs = make_inputs(c, batch, seed, bc.sampling, bc.loss)
     runners: dict[str, Runner] = {}
     timings: dict[str, Timing] = {}
     for framework in frameworks:

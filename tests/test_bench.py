@@ -97,6 +97,11 @@ def test_inputs_carry_the_noise_the_config_needs():
     dropout = bench.bench_config("cpu_small").sampling
     keep = bench.make_inputs(plain.model, 400, 0, dropout).token_keep
     assert abs(float(keep.mean()) - (1.0 - dropout.token_dropout)) < 0.05
+    assert bench.make_inputs(plain.model, 4, 0, plain.sampling, plain.loss).attribute is None
+    regularised = bench.bench_config("cpu_small")  # sign loss, decorrelation, adversary
+    assert regularised.loss.uses_attribute
+    attribute = bench.make_inputs(regularised.model, 400, 0, None, regularised.loss).attribute
+    assert attribute.shape == (400,) and abs(float(attribute.std()) - 1.0) < 0.1
 
 
 def test_unknown_config_and_framework_fail_cleanly(tmp_path):
