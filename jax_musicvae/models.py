@@ -268,8 +268,7 @@ class Decoder(nn.Module):
         previous = jnp.swapaxes(_to_bars(previous_token_ids(tokens, cfg.input_depth), bars), 0, 1)
         stack = self.core()
         w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
-        w_token = w_token.astype(self._dtype).astype(jnp.float32)  # as the one-hots' product
-        token_proj = rnn.project_token_directions(previous[None], w_token[None])[0]
+        token_proj = rnn.project_token_directions(previous[None], w_token[None], self._dtype)[0]
         if token_keep is not None:
             token_proj = token_proj * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
         x_proj = rnn.add_to_every_step(token_proj, context_proj)

@@ -147,22 +147,26 @@ def lstm_activations(pre: jax.Array) -> jax.Array:
     return (jax.nn.sigmoid(blocks * scale) * scale - (scale - 1.0)).reshape(pre.shape)
 
 
-@jax.custom_vjp
-def project_token_directions(tokens: jax.Array, w_ih: jax.Array) -> jax.Array:
+def project_token_directions(tokens: jax.Array, w_ih: jax.Array, dtype: jnp.dtype) -> jax.Array:
     """`project_directions` of one-hot inputs given as token ids [D, T, B]: row lookups
-    of w_ih [D, V, G*H], equal to the one-hots' product; an id outside [0, V) reads
-    zeros, as an all-zero one-hot would. Its gradient for w_ih is still the one-hots'
-    product with the projection's gradient (the transpose of a lookup, a scatter-add,
-    is slow on the CPU); the lookup saves the forward matmul (bench_small, B = 64:
-    59 ms -> 13 ms; docs/benchmarks.md, session 17)."""
+    of w_ih [D, V, G*H] in the compute dtype, equal to the one-hots' product in it; an
+    id outside [0, V) reads zeros, as an all-zero one-hot would. Its gradient for w_ih
+    is still the one-hots' product with the projection's gradient (the transpose of a
+    lookup, a scatter-add, is slow on the CPU); the lookup saves the forward matmul
+    (bench_small, B = 64: 59 ms -> 13 ms; docs/benchmarks.md, session 17)."""
+    return _token_rows(tokens, w_ih.astype(dtype).astype(jnp.float32))
+
+
+@jax.custom_vjp
+def _token_rows(tokens: jax.Array, w_ih: jax.Array) -> jax.Array:
     return jax.vmap(lambda w, t: jnp.take(w, t, axis=0, mode="fill", fill_value=0))(w_ih, tokens)
 
 
-def _project_tokens_fwd(tokens: jax.Array, w_ih: jax.Array) -> tuple[jax.Array, tuple]:
-    return project_token_directions(tokens, w_ih), (tokens, w_ih.shape[1])
+def _token_rows_fwd(tokens: jax.Array, w_ih: jax.Array) -> tuple[jax.Array, tuple]:
+    return _token_rows(tokens, w_ih), (tokens, w_ih.shape[1])
 
 
-def _project_tokens_bwd(saved: tuple, d_proj: jax.Array) -> tuple[None, jax.Array]:
+def _token_rows_bwd(saved: tuple, d_proj: jax.Array) -> tuple[None, jax.Array]:
     tokens, depth = saved
     directions = tokens.shape[0]
     one_hot = jax.nn.one_hot(tokens.reshape(directions, -1), depth, dtype=d_proj.dtype)
@@ -170,7 +174,7 @@ def _project_tokens_bwd(saved: tuple, d_proj: jax.Array) -> tuple[None, jax.Arra
     return None, jnp.einsum("dnv,dng->dvg", one_hot, rows)
 
 
-project_token_directions.defvjp(_project_tokens_fwd, _project_tokens_bwd)
+_token_rows.defvjp(_token_rows_fwd, _token_rows_bwd)
 
 
 def gate_activations(
@@ -618,8 +622,7 @@ def run_bidirectional_layer(
     # [2, T, B, G*H]; b_ih is added inside the loop
     both = jnp.stack([xs, jnp.flip(xs, axis=0)])
     if jnp.issubdtype(xs.dtype, jnp.integer):
-        # The rows in the compute dtype, as the one-hots' product in it would give them.
-        proj = project_token_directions(both, w["w_ih"].astype(dtype).astype(jnp.float32))
+        proj = project_token_directions(both, w["w_ih"], dtype)
     else:
         proj = project_directions(both, w["w_ih"], dtype)
     if w["w_hh"][0].size * jnp.dtype(dtype).itemsize < SEQUENTIAL_DIRECTIONS_BYTES:

@@ -156,8 +156,12 @@ def test_token_lookup_equals_the_one_hot_projection() -> None:
         return rnn.project_directions(jax.nn.one_hot(tokens, depth), w, jnp.float32)
 
     np.testing.assert_array_equal(
-        rnn.project_token_directions(tokens, w_ih), one_hot_projection(tokens, w_ih)
+        rnn.project_token_directions(tokens, w_ih, jnp.float32), one_hot_projection(tokens, w_ih)
     )
-    lookup = jax.grad(lambda w: jnp.sum(rnn.project_token_directions(tokens, w) * weights))
+
+    def lookup_loss(w):
+        return jnp.sum(rnn.project_token_directions(tokens, w, jnp.float32) * weights)
+
+    lookup = jax.grad(lookup_loss)
     product = jax.grad(lambda w: jnp.sum(one_hot_projection(tokens, w) * weights))
     np.testing.assert_allclose(lookup(w_ih), product(w_ih), rtol=1e-6, atol=1e-6)
