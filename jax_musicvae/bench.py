@@ -61,16 +61,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], SamplingConfig | None]] = {
         {"encoder_hidden": 512, "decoder_hidden": 512, "latent_size": 256},
         SCHEDULED,
     ),
-    "mel_2bar_small_remat": (
-        "mel_2bar",
-        {
-            "encoder_hidden": 512,
-            "decoder_hidden": 512,
-            "latent_size": 256,
-            "remat_scheduled_steps": True,
-        },
-        SCHEDULED,
-    ),
     "tiny": (
         "bench_small",
         {

@@ -79,14 +79,11 @@ class ModelConfig:
     encoder_readout_steps: int = 0
     compute_dtype: str = "float32"
     # Flax-side execution switches (the torch reference ignores them): the
-    # recurrence's hand-written gradient or XLA's autodiff of the scan, the
+    # recurrence's hand-written gradient or XLA's autodiff of the scan, and the
     # opt-in cuDNN LSTM for the encoder on GPUs (docs/benchmarks.md; it returns only
-    # the final states, so it is not used with encoder_readout_steps > 0), and
-    # recomputing each scheduled-sampling decoder step in the backward pass instead
-    # of saving its activations (mel_2bar_small: 30% less working memory, 24% slower).
+    # the final states, so it is not used with encoder_readout_steps > 0).
     rnn_gradient: RnnGradient = "custom"
     cudnn_encoder: bool = False
-    remat_scheduled_steps: bool = False
     # Hidden size of the attribute adversary (0: none), an MLP that predicts the
     # Gaussianised danceability from z through a gradient reversal
     # (LossConfig.attribute_adversary weighs it; docs/danceability-control.md).

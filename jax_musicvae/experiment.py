@@ -27,6 +27,11 @@ from jax_musicvae.data.meters import grid_named
 from jax_musicvae.data.source import DANCEABILITY_LEVELS
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+# Execution switches that no longer exist; checkpoints written while they did still
+# name them, so `from_dict` drops them. model.remat_scheduled_steps: scheduled
+# sampling's gradient no longer saves per-step activations (docs/benchmarks.md,
+# session 19).
+RETIRED_FIELDS = {"model": {"remat_scheduled_steps"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +157,8 @@ class ExperimentConfig:
             if dataclasses.is_dataclass(current):
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                retired = RETIRED_FIELDS.get(key, set())
+                value = {k: v for k, v in value.items() if k not in retired}
                 known = {f.name for f in dataclasses.fields(current)}
                 for name in value:
                     if name not in known:

@@ -78,12 +78,6 @@ def note_on_flags(rhythm_logits: jax.Array) -> jax.Array:
     return (jax.lax.stop_gradient(rhythm_logits) > 0).astype(jnp.float32)
 
 
-def previous_token_inputs(tokens: jax.Array, depth: int) -> jax.Array:
-    """One-hot of tokens shifted right by one step; all zeros at t = 0."""
-    one_hot = jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
-    return jnp.pad(one_hot[:, :-1], ((0, 0), (1, 0), (0, 0)))
-
-
 def previous_token_ids(tokens: jax.Array, depth: int) -> jax.Array:
     """Tokens shifted right by one step, with `depth` (no token: zero input) at t = 0."""
     return jnp.pad(tokens[:, :-1], ((0, 0), (1, 0)), constant_values=depth)
@@ -246,6 +240,60 @@ class Decoder(nn.Module):
         w_note_on = w_ih[depth] if flags else None
         return w_ih[:depth], w_note_on, context_proj
 
+    def feed_core(
+        self,
+        context: jax.Array,
+        core_init: list[rnn.Carry],
+        previous: jax.Array,
+        token_keep: jax.Array | None,
+        onsets: jax.Array | None,
+        core_key: jax.Array | None,
+    ) -> jax.Array:
+        """Logits [S, N, D] of the core over N = B*U bars fed the given inputs, time-major.
+
+        `previous` [S, N] are the fed token ids (`depth`: the zero input), their W_ih
+        rows looked up, not multiplied; `token_keep` [S, N] zeroes dropped inputs;
+        `onsets` [S, N] are a rhythm decoder's note-on flags; `context` [N, E] and
+        `core_init` (arrays [N, H]) come from `bar_context`.
+        """
+        cfg = self.config
+        stack = self.core()
+        w_token, w_note_on, context_proj = self.core_input(stack, context)
+        token_proj = rnn.project_token_directions(previous[None], w_token[None], self._dtype)[0]
+        if token_keep is not None:
+            token_proj = token_proj * token_keep[..., None]
+        x_proj = rnn.add_to_every_step(token_proj, context_proj)
+        if w_note_on is not None:
+            x_proj = x_proj + onsets[..., None] * w_note_on
+        _, top = rnn.run_stack(
+            cfg.cell,
+            stack,
+            x_proj,
+            core_init,
+            self._dtype,
+            cfg.dropout,
+            core_key,
+            projected=True,
+            time_major=True,
+            gradient=cfg.rnn_gradient,
+        )
+        return dense(self.out(), top, self._dtype)
+
+    def _rows(self, x: jax.Array | None) -> jax.Array | None:
+        """[B, T, ...] -> time-major per-bar rows [S, B*U, ...]."""
+        if x is None:
+            return None
+        return jnp.swapaxes(_to_bars(x, self.config.num_bars), 0, 1)
+
+    def _core_start(
+        self, z_dec: jax.Array, key: jax.Array | None
+    ) -> tuple[jax.Array, list[rnn.Carry]]:
+        """`bar_context` with bars as rows: context [B*U, E], carries of arrays [B*U, H]."""
+        context, core_init = self.bar_context(z_dec, key)
+        rows = z_dec.shape[0] * self.config.num_bars
+        carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
+        return context.reshape(rows, -1), carries
+
     def teacher_forced(
         self,
         tokens: jax.Array,
@@ -262,33 +310,12 @@ class Decoder(nn.Module):
         cfg = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
-        context, core_init = self.bar_context(z_dec, conductor_key)
-        batch, bars = tokens.shape[0], cfg.num_bars
-        # Time-major [S, B*U] token ids; their W_ih rows are looked up, not multiplied.
-        previous = jnp.swapaxes(_to_bars(previous_token_ids(tokens, cfg.input_depth), bars), 0, 1)
-        stack = self.core()
-        w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(batch * bars, -1))
-        token_proj = rnn.project_token_directions(previous[None], w_token[None], self._dtype)[0]
-        if token_keep is not None:
-            token_proj = token_proj * jnp.swapaxes(_to_bars(token_keep, bars), 0, 1)[..., None]
-        x_proj = rnn.add_to_every_step(token_proj, context_proj)
-        if w_note_on is not None:
-            x_proj = x_proj + jnp.swapaxes(_to_bars(onsets, bars), 0, 1)[..., None] * w_note_on
-        carries = [tuple(a.reshape(batch * bars, -1) for a in cr) for cr in core_init]
-        _, top = rnn.run_stack(
-            cfg.cell,
-            stack,
-            x_proj,
-            carries,
-            self._dtype,
-            cfg.dropout,
-            core_key,
-            projected=True,
-            time_major=True,
-            gradient=cfg.rnn_gradient,
+        context, carries = self._core_start(z_dec, conductor_key)
+        previous = self._rows(previous_token_ids(tokens, cfg.input_depth))
+        logits = self.feed_core(
+            context, carries, previous, self._rows(token_keep), self._rows(onsets), core_key
         )
-        logits = jnp.swapaxes(dense(self.out(), top, self._dtype), 0, 1)
-        return logits.reshape(batch, cfg.sequence_length, cfg.input_depth)
+        return jnp.swapaxes(logits, 0, 1).reshape(tokens.shape[0], cfg.sequence_length, -1)
 
     def scheduled(
         self,
@@ -304,69 +331,90 @@ class Decoder(nn.Module):
     ) -> dict[str, jax.Array]:
         """Scheduled sampling, bars batched: within a bar, feed back a sample with prob. p.
 
-        `token_keep` [B, T] zeroes the fed input (truth or sample) where it is 0; the
+        Two passes: a sampling loop without gradients decides what each step is fed
+        (its own Gumbel sample where fed back, the truth elsewhere), then the core runs
+        teacher-forced on those inputs. The samples carry no gradient, so the logits and
+        their gradient are those of the step-by-step loop, at the cost and memory of
+        teacher forcing. `token_keep` [B, T] zeroes the fed input (truth or sample); the
         note-on flags `onsets` [B, T] (rhythm decoder) are always the given ones.
         """
         cfg = self.config
         key = self._dropout_key(deterministic)
         conductor_key, core_key = (None, None) if key is None else jax.random.split(key)
-        context, core_init = self.bar_context(z_dec, conductor_key)
-        batch, bars, steps, depth = (
-            tokens.shape[0],
-            cfg.num_bars,
-            cfg.steps_per_bar,
-            cfg.input_depth,
-        )
-        rows = batch * bars
-        truth = _to_bars(previous_token_inputs(tokens, depth), bars)
-        not_bar_start = (jnp.arange(cfg.sequence_length) % steps) != 0
+        context, carries = self._core_start(z_dec, conductor_key)
+        truth = self._rows(previous_token_ids(tokens, cfg.input_depth))
+        not_bar_start = (jnp.arange(cfg.sequence_length) % cfg.steps_per_bar) != 0
         fed_back = (choose_noise < sampling_probability) & not_bar_start[None, :]
-        carries = [tuple(a.reshape(rows, -1) for a in cr) for cr in core_init]
-        stack, out = self.core(), self.out()
-        w_token, w_note_on, context_proj = self.core_input(stack, context.reshape(rows, -1))
-        if token_keep is None:
-            token_keep = jnp.ones(tokens.shape, jnp.float32)
-        time_major = (
-            jnp.swapaxes(truth, 0, 1),
-            jnp.swapaxes(_to_bars(fed_back, bars), 0, 1),
-            jnp.swapaxes(_to_bars(gumbel, bars), 0, 1),
-            jnp.swapaxes(_to_bars(token_keep, bars), 0, 1),
-            None if w_note_on is None else jnp.swapaxes(_to_bars(onsets, bars), 0, 1),
-            jnp.arange(steps),
+        keep, bar_onsets = self._rows(token_keep), self._rows(onsets)
+        previous, sampled = self._sampled_inputs(
+            context,
+            carries,
+            truth,
+            self._rows(fed_back),
+            self._rows(gumbel),
+            keep,
+            bar_onsets,
+            temperature,
+            core_key,
         )
-
-        def step(state, xs):
-            carries, sampled_prev = state
-            truth_t, feed_t, gumbel_t, keep_t, onset_t, s = xs
-            previous = jnp.where(feed_t[:, None], sampled_prev, truth_t) * keep_t[:, None]
-            x_proj = rnn.matmul(previous, w_token, self._dtype) + context_proj
-            if w_note_on is not None:
-                x_proj = x_proj + onset_t[:, None] * w_note_on
-            step_key = None if core_key is None else jax.random.fold_in(core_key, s)
-            carries, top = rnn.stack_step(
-                cfg.cell,
-                stack,
-                x_proj,
-                carries,
-                self._dtype,
-                cfg.dropout,
-                step_key,
-                projected=True,
-                gradient=cfg.rnn_gradient,
-            )
-            logits = dense(out, top, self._dtype)
-            sampled = jnp.argmax(jax.lax.stop_gradient(logits) / temperature + gumbel_t, -1)
-            return (carries, jax.nn.one_hot(sampled, depth)), (logits, sampled)
-
-        initial = (carries, jnp.zeros((rows, depth), jnp.float32))
-        if cfg.remat_scheduled_steps:
-            step = jax.checkpoint(step)
-        _, (logits, sampled) = jax.lax.scan(step, initial, time_major)
+        logits = self.feed_core(context, carries, previous, keep, bar_onsets, core_key)
+        batch = tokens.shape[0]
         return {
-            "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, cfg.sequence_length, depth),
+            "logits": jnp.swapaxes(logits, 0, 1).reshape(batch, cfg.sequence_length, -1),
             "sampled": jnp.swapaxes(sampled, 0, 1).reshape(batch, cfg.sequence_length),
             "fed_back": fed_back,
         }
+
+    def _sampled_inputs(
+        self,
+        context: jax.Array,
+        carries: list[rnn.Carry],
+        truth: jax.Array,
+        fed_back: jax.Array,
+        gumbel: jax.Array,
+        token_keep: jax.Array | None,
+        onsets: jax.Array | None,
+        temperature: float,
+        core_key: jax.Array | None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Scheduled sampling's first pass, step by step and without gradients: the ids
+        fed at each step [S, N] and each step's Gumbel sample [S, N]. Dropout uses the
+        masks `feed_core`'s `run_stack` draws, so both passes run the same network."""
+        cfg = self.config
+        stop = jax.lax.stop_gradient
+        stack = stop(self.core())
+        w_token, w_note_on, context_proj = self.core_input(stack, stop(context))
+        out = stop(self.out())
+        steps, rows = truth.shape
+        keeps = [None] + [
+            None
+            if core_key is None or cfg.dropout == 0.0
+            else rnn.dropout_keep(core_key, k, cfg.dropout, (steps, rows, cfg.decoder_hidden))
+            for k in range(1, cfg.decoder_layers)
+        ]
+        if token_keep is None:
+            token_keep = jnp.ones(truth.shape, jnp.float32)
+
+        def step(state, xs):
+            carries, sampled_prev = state
+            truth_t, fed_t, gumbel_t, keep_t, onset_t, keeps_t = xs
+            previous = jnp.where(fed_t, sampled_prev, truth_t)
+            # The one-hot times W_ih is a row lookup; index `depth` reads the zero input.
+            rows_t = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
+            x_proj = rows_t * keep_t[:, None] + context_proj
+            if w_note_on is not None:
+                x_proj = x_proj + onset_t[:, None] * w_note_on
+            carries, top = rnn.stack_step(
+                cfg.cell, stack, x_proj, carries, self._dtype, True, cfg.dropout, keeps_t
+            )
+            logits = dense(out, top, self._dtype)
+            sampled = jnp.argmax(logits / temperature + gumbel_t, -1)
+            return (carries, sampled), (previous, sampled)
+
+        initial = (stop(carries), jnp.zeros(truth.shape[1:], truth.dtype))
+        xs = (truth, fed_back, gumbel, token_keep, onsets, keeps)
+        _, (previous, sampled) = jax.lax.scan(step, initial, xs)
+        return previous, sampled
 
     def generate(
         self,

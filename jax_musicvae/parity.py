@@ -40,9 +40,11 @@ CHECKS = (
     "loss",
     "gradients",
     "scheduled_sampling",
+    "scheduled_gradients",
     "generation",
     "optimizer_steps",
 )
+SCHEDULED_P, SCHEDULED_TEMPERATURE = 0.5, 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +130,7 @@ class Harness:
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.torch_model = TorchMusicVAE(self.config)
-        self._teacher_forced: tuple[TeacherForced, TeacherForced] | None = None
+        self._passes: dict[bool, tuple[Pass, Pass]] = {}
         with torch.no_grad():
             for name, p in self.torch_model.named_parameters():
                 if "bias" in name:
@@ -151,11 +153,18 @@ class Harness:
         # Token dropout: a third of the previous-token inputs zeroed, in every pass that trains.
         self.token_keep = (rng.random((BATCH, cfg.sequence_length)) >= 1 / 3).astype(np.float32)
 
-    def teacher_forced(self) -> tuple[TeacherForced, TeacherForced]:
+    def teacher_forced(self) -> tuple[Pass, Pass]:
         """(Flax, torch) teacher-forced passes, computed once per harness."""
-        if self._teacher_forced is None:
-            self._teacher_forced = (jax_teacher_forced(self), torch_teacher_forced(self))
-        return self._teacher_forced
+        return self._pair(scheduled=False)
+
+    def scheduled(self) -> tuple[Pass, Pass]:
+        """(Flax, torch) passes with scheduled sampling; torch differentiates its step loop."""
+        return self._pair(scheduled=True)
+
+    def _pair(self, scheduled: bool) -> tuple[Pass, Pass]:
+        if scheduled not in self._passes:
+            self._passes[scheduled] = (jax_pass(self, scheduled), torch_pass(self, scheduled))
+        return self._passes[scheduled]
 
     def _state_dict_numpy(self) -> dict[str, np.ndarray]:
         return {
@@ -212,8 +221,8 @@ BETA_STEP = 50
 
 
 @dataclasses.dataclass
-class TeacherForced:
-    """One teacher-forced forward and backward pass of one framework, as numpy."""
+class Pass:
+    """One forward and backward pass of one framework, as numpy."""
 
     outputs: dict[str, np.ndarray]
     metrics: dict[str, dict[str, float]]
@@ -226,12 +235,16 @@ def _jax_objective(config: ModelConfig):
     model = MusicVAE(config)
     loss_cfg = LOSS_VARIANTS[GRADIENT_LOSS]
 
-    def objective(params, tokens, condition, eps, token_keep, attribute):
+    def objective(params, tokens, condition, eps, token_keep, attribute, choose_noise, gumbel):
         out = model.apply(
             {"params": params},
             tokens,
             condition,
             eps,
+            SCHEDULED_P,
+            choose_noise,  # None: teacher forcing
+            gumbel,
+            SCHEDULED_TEMPERATURE,
             token_keep=token_keep,
             attribute_dimension=loss_cfg.regularised_dimension,
         )
@@ -259,33 +272,44 @@ def _jax_loss(out, tokens, loss_cfg, config, beta, attribute):
     )
 
 
-def jax_teacher_forced(h: Harness) -> TeacherForced:
+def jax_pass(h: Harness, scheduled: bool) -> Pass:
     tokens, condition = h.j(h.tokens.astype(np.int32)), h.j(h.condition)
     attribute = h.j(h.attribute)
+    noise = (h.j(h.choose_noise), h.j(h.gumbel)) if scheduled else (None, None)
     (_, out), grads = _jax_objective(h.config)(
-        h.params, tokens, condition, h.j(h.eps), h.j(h.token_keep), attribute
+        h.params, tokens, condition, h.j(h.eps), h.j(h.token_keep), attribute, *noise
     )
     metrics = {}
     for variant, loss_cfg in LOSS_VARIANTS.items():
         beta = schedules.beta(BETA_STEP, loss_cfg)
         _, m = _jax_loss(out, tokens, loss_cfg, h.config, beta, attribute)
         metrics[variant] = {k: float(v) for k, v in m.items()}
-    return TeacherForced(
+    return Pass(
         {k: np.asarray(v) for k, v in out.items()},
         metrics,
         flax_to_torch(jax.device_get(grads), h.config),
     )
 
 
-def torch_teacher_forced(h: Harness) -> TeacherForced:
+def torch_pass(h: Harness, scheduled: bool) -> Pass:
     h.torch_model.zero_grad(set_to_none=True)
     tokens = h.t(h.tokens, torch.long)
+    sampling = {}
+    if scheduled:
+        sampling = dict(
+            sampling_probability=SCHEDULED_P,
+            choose_noise=h.t(h.choose_noise),
+            gumbel=h.t(h.gumbel),
+            temperature=SCHEDULED_TEMPERATURE,
+            loop_gradient=True,  # the definition the Flax model's two passes must equal
+        )
     out = h.torch_model(
         tokens,
         h.t(h.condition),
         h.t(h.eps),
         token_keep=h.t(h.token_keep),
         attribute_dimension=LOSS_VARIANTS[GRADIENT_LOSS].regularised_dimension,
+        **sampling,
     )
     metrics, objective = {}, None
     for variant, loss_cfg in LOSS_VARIANTS.items():
@@ -314,7 +338,7 @@ def torch_teacher_forced(h: Harness) -> TeacherForced:
         if p.grad is not None
     }
     h.torch_model.zero_grad(set_to_none=True)
-    return TeacherForced({k: v.detach().cpu().numpy() for k, v in out.items()}, metrics, grads)
+    return Pass({k: v.detach().cpu().numpy() for k, v in out.items()}, metrics, grads)
 
 
 def check_outputs(h: Harness) -> Iterator[CheckResult]:
@@ -355,7 +379,17 @@ def check_loss(h: Harness) -> Iterator[CheckResult]:
 
 
 def check_gradients(h: Harness) -> Iterator[CheckResult]:
-    got, ref = h.teacher_forced()
+    yield _gradient_check("gradients", h.combo.name, *h.teacher_forced())
+
+
+def check_scheduled_gradients(h: Harness) -> Iterator[CheckResult]:
+    """The objective's gradient with scheduled sampling: the Flax model's sampling pass
+    and teacher-forced second pass against torch's differentiated step loop."""
+    got, ref = h.scheduled()
+    yield _gradient_check("scheduled_gradients", h.combo.name, got, ref)
+
+
+def _gradient_check(check: str, name: str, got: Pass, ref: Pass) -> CheckResult:
     missing = sorted(set(got.grads) ^ set(ref.grads))
     worst, worst_key = 0.0, ""
     for key, g in got.grads.items():
@@ -365,9 +399,9 @@ def check_gradients(h: Harness) -> Iterator[CheckResult]:
         ratio = _max_abs(g, ref.grads[key]) / scale
         if ratio > worst:
             worst, worst_key = ratio, key
-    yield CheckResult(
-        "gradients",
-        h.combo.name,
+    return CheckResult(
+        check,
+        name,
         worst * GRAD_SCALE,
         GRAD_SCALE,
         worst <= 1.0 and not missing,
@@ -388,7 +422,7 @@ def _jitted_apply(config: ModelConfig, method: str = "__call__"):
 
 
 def check_scheduled_sampling(h: Harness) -> Iterator[CheckResult]:
-    p, temperature = 0.5, 0.8
+    p, temperature = SCHEDULED_P, SCHEDULED_TEMPERATURE
     with torch.no_grad():
         ref = h.torch_model(
             h.t(h.tokens, torch.long),
@@ -516,6 +550,7 @@ CHECK_FUNCTIONS: dict[str, Callable[[Harness], Iterator[CheckResult]]] = {
     "loss": check_loss,
     "gradients": check_gradients,
     "scheduled_sampling": check_scheduled_sampling,
+    "scheduled_gradients": check_scheduled_gradients,
     "generation": check_generation,
     "optimizer_steps": check_optimizer_steps,
 }

@@ -237,54 +237,10 @@ def _gru_gate_gradients(
     return dr, dz, dn
 
 
-def _gates_fwd(
-    cell: str, x_proj: jax.Array, h_proj: jax.Array, carry: Carry
-) -> tuple[Carry, tuple[jax.Array, ...]]:
-    new, (acts, extra) = gate_activations(cell, x_proj, h_proj, carry)
-    if cell == "lstm":
-        return new, (acts, carry[1], jnp.tanh(new[1]))
-    return new, (acts, extra, carry[0])
-
-
-def _gates_bwd(
-    cell: str, saved: tuple[jax.Array, ...], d_new: Carry
-) -> tuple[jax.Array, jax.Array, Carry]:
-    """The gradient of one step's gate maths from its activations, as `_recurrence_bwd`."""
-    if cell == "lstm":
-        acts, c_before, tanh_c = saved
-        dh, dc_next = d_new
-        d_gates, dc_before = _lstm_gate_gradients(acts, c_before, tanh_c, dh, dc_next)
-        return d_gates, d_gates, (jnp.zeros_like(dh), dc_before)
-    acts, h_n, h_before = saved
-    (dh,) = d_new
-    r, z, n = jnp.split(acts, 3, axis=-1)
-    dr, dz, dn = _gru_gate_gradients((r, z, n, h_n), h_before, dh)
-    return (
-        jnp.concatenate([dr, dz, dn], axis=-1),
-        jnp.concatenate([dr, dz, dn * r], axis=-1),
-        (dh * z,),
-    )
-
-
-gates_saving_activations = jax.custom_vjp(gates, nondiff_argnums=(0,))
-gates_saving_activations.defvjp(_gates_fwd, _gates_bwd)
-gates_saving_activations.__doc__ = """`gates` whose gradient keeps only the activations
-(LSTM: i|f|g|o, c_{t-1}, tanh c_t; GRU: r|z|n, h W_hn + b_hn, h_{t-1}): XLA's
-autodiff of the step loops of scheduled sampling kept about 20 H-wide arrays per
-layer and step (docs/benchmarks.md)."""
-
-
-def cell_step(
-    cell: str,
-    p: Params,
-    x_proj: jax.Array,
-    carry: Carry,
-    dtype: jnp.dtype,
-    gradient: str = "custom",
-) -> Carry:
-    """One time step given the already projected input x W_ih + b_ih."""
-    step_gates = gates if gradient == "autodiff" else gates_saving_activations
-    return step_gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
+def cell_step(cell: str, p: Params, x_proj: jax.Array, carry: Carry, dtype: jnp.dtype) -> Carry:
+    """One time step given the already projected input x W_ih + b_ih (loops that are
+    not differentiated: generation, scheduled sampling's sampling pass)."""
+    return gates(cell, x_proj, matmul(carry[0], p["w_hh"], dtype) + p["b_hh"], carry)
 
 
 @jax.custom_vjp
@@ -538,19 +494,21 @@ def run_layer(
     return tuple(a[0] for a in carry), ys[0]
 
 
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity when key is None or rate is 0."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+def dropout_keep(key: jax.Array, layer: int, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """Where the dropout before stacked layer `layer` keeps its input (True)."""
+    return jax.random.bernoulli(jax.random.fold_in(key, layer), 1.0 - rate, shape)
+
+
+def apply_dropout(x: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout with a given mask."""
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
 def layer_input(x: jax.Array, layer: int, rate: float, key: jax.Array | None) -> jax.Array:
     """Dropout between stacked layers (torch's nn.LSTM rule): none before layer 0."""
-    if layer == 0 or key is None:
+    if layer == 0 or key is None or rate == 0.0:
         return x
-    return dropout(x, rate, jax.random.fold_in(key, layer))
+    return apply_dropout(x, dropout_keep(key, layer, rate, x.shape), rate)
 
 
 def run_stack(
@@ -741,17 +699,19 @@ def stack_step(
     x: jax.Array,
     carries: Sequence[Carry],
     dtype: jnp.dtype,
-    dropout_rate: float = 0.0,
-    dropout_key: jax.Array | None = None,
     projected: bool = False,
-    gradient: str = "custom",
+    dropout_rate: float = 0.0,
+    keeps: Sequence[jax.Array | None] | None = None,
 ) -> tuple[list[Carry], jax.Array]:
-    """One time step through every layer of a unidirectional stack (`projected` as run_stack)."""
+    """One time step through every layer of a unidirectional stack (`projected` as
+    run_stack); `keeps[k]` is the dropout mask of layer k's input at this step (None
+    for layer 0: the masks `run_stack` draws, sliced at this step)."""
     new = []
     for k, layer in enumerate(stack):
-        x = layer_input(x, k, dropout_rate, dropout_key)
+        if keeps is not None and keeps[k] is not None:
+            x = apply_dropout(x, keeps[k], dropout_rate)
         x_proj = x if projected and k == 0 else input_projection(layer["uni"], x, dtype)
-        carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype, gradient)
+        carry = cell_step(cell, layer["uni"], x_proj, carries[k], dtype)
         new.append(carry)
         x = carry[0]
     return new, x

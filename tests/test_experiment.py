@@ -88,6 +88,13 @@ def test_dict_round_trip_and_unknown_fields():
         ExperimentConfig.from_dict({"optimizer": {}})
 
 
+def test_configs_of_older_checkpoints_load_without_retired_fields():
+    config = ExperimentConfig().override(["model.cell=gru"])
+    values = config.to_dict()
+    values["model"]["remat_scheduled_steps"] = True  # a switch until session 19
+    assert ExperimentConfig.from_dict(values) == config
+
+
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_shipped_configs_load_by_name_and_path(name):
     config = load_config(name)

@@ -107,43 +107,58 @@ def test_examples_are_independent() -> None:
     np.testing.assert_allclose(batch_mu[2:3], alone_mu, atol=1e-6)
 
 
-SCHEDULED_GRADIENTS = {
-    "autodiff": {"rnn_gradient": "autodiff"},
-    "custom": {},
-    "remat": {"remat_scheduled_steps": True},
-}
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_scheduled_sampling_trains_in_teacher_forcings_memory(cell: str) -> None:
+    """Scheduled sampling's gradient holds no more XLA temporaries than teacher
+    forcing's: its sampling pass saves nothing for the backward (until session 19 the
+    step loop's own gradient held 11% more here for the LSTM)."""
+    config = tiny(cell=cell, wiring="magenta", decoder_hidden=64, steps_per_bar=16)
+    params = init_params(config, jax.random.key(0))
+    batch = 16
+    tokens, _ = _inputs(config, batch)
+    shape = (batch, config.sequence_length)
+    choose = jax.random.uniform(jax.random.key(3), shape)
+    gumbel = jax.random.gumbel(jax.random.key(2), (*shape, config.input_depth))
+
+    def loss(p, tokens, *noise):
+        out = MusicVAE(config).apply({"params": p}, tokens, None, None, 0.5, *noise)
+        return jnp.sum(jax.nn.log_softmax(out["logits"]) * jax.nn.one_hot(tokens, 7))
+
+    def temporaries(*args):
+        return jax.jit(jax.grad(loss)).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+    assert temporaries(params, tokens, choose, gumbel) <= 1.02 * temporaries(params, tokens)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_scheduled_step_gradients_agree_and_save_memory(cell: str) -> None:
-    """The hand-written gradient of each step's gate maths (the default) and
-    model.remat_scheduled_steps give XLA's autodiff gradients (to float32 rounding),
-    with fewer bytes of XLA temporaries."""
-    batch = 16
-    results = {}
-    for name, changes in SCHEDULED_GRADIENTS.items():
-        config = tiny(cell=cell, wiring="magenta", decoder_hidden=32, **changes)
-        params = init_params(config, jax.random.key(0))
-        tokens, _ = _inputs(config, batch)
-        shape = (batch, config.sequence_length)
-        choose = jax.random.uniform(jax.random.key(3), shape)
-        gumbel = jax.random.gumbel(jax.random.key(2), (*shape, config.input_depth))
+def test_scheduled_sampling_samples_from_the_network_it_trains(cell: str) -> None:
+    """With dropout, the sampling pass draws the masks the teacher-forced pass draws:
+    every step's sample is the Gumbel argmax of the logits the loss reads."""
+    config = tiny(cell=cell, wiring="magenta", decoder_hidden=32, decoder_layers=3, dropout=0.5)
+    # Larger weights than torch's initialisation, so samples depend on the hidden states.
+    params = jax.tree.map(lambda w: 4.0 * w, init_params(config, jax.random.key(0)))
+    tokens, _ = _inputs(config, 16)
+    shape = tokens.shape
+    choose = jax.random.uniform(jax.random.key(3), shape)
+    gumbel = jax.random.gumbel(jax.random.key(2), (*shape, config.input_depth))
 
-        def loss(p, tokens, choose, gumbel, config=config):
-            out = MusicVAE(config).apply({"params": p}, tokens, None, None, 0.5, choose, gumbel)
-            return jnp.sum(jax.nn.log_softmax(out["logits"]) * jax.nn.one_hot(tokens, 7))
+    def run(deterministic: bool) -> dict[str, jax.Array]:
+        return MusicVAE(config).apply(
+            {"params": params},
+            tokens,
+            None,
+            None,
+            0.5,
+            choose,
+            gumbel,
+            0.7,
+            deterministic=deterministic,
+            rngs={"dropout": jax.random.key(5)},
+        )
 
-        grad = jax.jit(jax.value_and_grad(loss))
-        args = (params, tokens, choose, gumbel)
-        temp = grad.lower(*args).compile().memory_analysis().temp_size_in_bytes
-        results[name] = (*grad(*args), temp)
-    value, grads, temp = results["autodiff"]
-    for name in ("custom", "remat"):
-        value_other, grads_other, temp_other = results[name]
-        np.testing.assert_allclose(value_other, value, rtol=1e-6)
-        for want, have in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_other), strict=True):
-            np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
-        assert temp_other < temp, name
+    out = run(deterministic=False)
+    np.testing.assert_array_equal(out["sampled"], jnp.argmax(out["logits"] / 0.7 + gumbel, -1))
+    assert np.abs(np.asarray(out["logits"] - run(deterministic=True)["logits"])).max() > 0.01
 
 
 def test_scheduled_sampling_with_p_zero_is_teacher_forcing() -> None:

@@ -426,6 +426,40 @@ def test_scheduled_sampling_gradient_flows_only_through_logits(cell, wiring):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.parametrize("wiring", WIRINGS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_scheduled_sampling_two_passes_equal_the_differentiated_loop(cell, wiring):
+    """The sampling loop without autograd and the teacher-forced pass over what it fed
+    give the loop's own logits, samples and gradients."""
+    model = make_model(cell=cell, wiring=wiring)
+    x = make_inputs(model.cfg)
+    keep = torch.rand(x["tokens"].shape, generator=torch.Generator().manual_seed(2)) > 0.25
+    weights = torch.randn(B, U * S, D, generator=torch.Generator().manual_seed(3))
+    results = []
+    for loop_gradient in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = model(
+            x["tokens"],
+            x["condition"],
+            x["eps"],
+            sampling_probability=0.5,
+            choose_noise=x["choose_noise"],
+            gumbel=x["gumbel"],
+            temperature=0.8,
+            token_keep=keep.float(),
+            loop_gradient=loop_gradient,
+        )
+        (out["logits"] * weights).sum().backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (two_pass, two_pass_grads), (loop, loop_grads) = results
+    assert two_pass["fed_back"].any() and torch.equal(two_pass["sampled"], loop["sampled"])
+    torch.testing.assert_close(two_pass["logits"], loop["logits"], rtol=1e-5, atol=1e-6)
+    assert two_pass_grads.keys() == loop_grads.keys()
+    for name, grad in loop_grads.items():
+        torch.testing.assert_close(two_pass_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("num_bars", [1, U])
 @pytest.mark.parametrize("wiring", WIRINGS)
 @pytest.mark.parametrize("cell", CELLS)

@@ -214,12 +214,15 @@ class Decoder(nn.Module):
         prev = self._previous_one_hot(tokens, z_dec.dtype)
         if token_keep is not None:
             prev = prev * token_keep[:, :, None]
-        prev = self._with_onsets(prev, onsets)
-        prev = prev.reshape(B, U, S, prev.shape[-1])
-        x = torch.cat([prev, e[:, :, None, :].expand(B, U, S, e.shape[-1])], dim=-1)
-        e_flat = e.reshape(B * U, -1)
-        out, _ = self.rnn(x.reshape(B * U, S, -1), self._core_state(e_flat))
-        return self.out(out).reshape(B, U * S, D)
+        prev = self._with_onsets(prev, onsets).reshape(B * U, S, -1)
+        return self._fed_core(prev, e.reshape(B * U, -1)).reshape(B, U * S, D)
+
+    def _fed_core(self, prev: Tensor, e: Tensor) -> Tensor:
+        """Logits [N, S, D] of the core over N bars fed prev [N, S, D (+1)] (one RNN call)."""
+        S = prev.shape[1]
+        x = torch.cat([prev, e[:, None, :].expand(-1, S, -1)], dim=-1)
+        out, _ = self.rnn(x, self._core_state(e))
+        return self.out(out)
 
     def scheduled(
         self,
@@ -231,42 +234,73 @@ class Decoder(nn.Module):
         temperature: float = 1.0,
         token_keep: Tensor | None = None,
         onsets: Tensor | None = None,
+        loop_gradient: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Logits [B, T, D], sampled [B, T], fed_back [B, T] (architecture.md).
 
         Bar starts always read the truth, so the loop runs over the S steps of a
-        bar with all B*U bars batched. `token_keep` [B, T] zeroes the fed input;
-        the note-on flags `onsets` [B, T] (rhythm decoder) are always the given ones.
+        bar with all B*U bars batched. The samples carry no gradient, so the loop runs
+        without autograd and the core then reads what it fed in one call, as teacher
+        forcing does: the same logits and gradients at teacher forcing's cost. With
+        dropout in training, or `loop_gradient` (what the parity suite checks the two
+        passes against), the loop is differentiated instead: nn.LSTM draws its own
+        dropout masks, so a second pass would run another network. `token_keep` [B, T] zeroes
+        the fed input; the note-on flags `onsets` [B, T] (rhythm decoder) are always
+        the given ones.
         """
         cfg = self.cfg
         B, U, S, D = tokens.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         N = B * U
         e = self.bar_context(z_dec).reshape(N, -1)
-        truth = self._previous_one_hot(tokens, z_dec.dtype).reshape(N, S, D)
         step_in_bar = torch.arange(S, device=tokens.device)
         fed_back = (choose_noise.reshape(N, S) < sampling_probability) & (step_in_bar >= 1)
-        gumbel = gumbel.reshape(N, S, D)
-        keep = None if token_keep is None else token_keep.reshape(N, S)
-        onsets = None if onsets is None else onsets.reshape(N, S)
+        feeds = (
+            self._previous_one_hot(tokens, z_dec.dtype).reshape(N, S, D),
+            fed_back,
+            gumbel.reshape(N, S, D),
+            None if token_keep is None else token_keep.reshape(N, S),
+            None if onsets is None else onsets.reshape(N, S),
+        )
+        if loop_gradient or (self.training and self.rnn.dropout > 0.0):
+            _, logits, sampled = self.sampling_loop(e, *feeds, temperature)
+        else:
+            with torch.no_grad():
+                fed, _, sampled = self.sampling_loop(e, *feeds, temperature)
+            logits = self._fed_core(fed, e)
+        return (
+            logits.reshape(B, U * S, D),
+            sampled.reshape(B, U * S),
+            fed_back.reshape(B, U * S),
+        )
+
+    def sampling_loop(
+        self,
+        e: Tensor,
+        truth: Tensor,
+        fed_back: Tensor,
+        gumbel: Tensor,
+        keep: Tensor | None,
+        onsets: Tensor | None,
+        temperature: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Scheduled sampling step by step over N bars: what each step read [N, S, D (+1)],
+        its logits [N, S, D] and its sample [N, S]."""
         state = self._core_state(e)
-        logits, sampled = [], []
-        for s in range(S):
+        fed, logits, sampled = [], [], []
+        for s in range(truth.shape[1]):
             prev = truth[:, s]
             if s > 0:
-                fed = F.one_hot(sampled[-1], D).to(prev.dtype)
-                prev = torch.where(fed_back[:, s, None], fed, prev)
+                sample = F.one_hot(sampled[-1], truth.shape[-1]).to(prev.dtype)
+                prev = torch.where(fed_back[:, s, None], sample, prev)
             if keep is not None:
                 prev = prev * keep[:, s, None]
             prev = self._with_onsets(prev, None if onsets is None else onsets[:, s])
             out, state = self.rnn(torch.cat([prev, e], dim=-1)[:, None], state)
             step_logits = self.out(out[:, 0])
+            fed.append(prev)
             logits.append(step_logits)
             sampled.append(torch.argmax(step_logits.detach() / temperature + gumbel[:, s], dim=-1))
-        return (
-            torch.stack(logits, dim=1).reshape(B, U * S, D),
-            torch.stack(sampled, dim=1).reshape(B, U * S),
-            fed_back.reshape(B, U * S),
-        )
+        return torch.stack(fed, dim=1), torch.stack(logits, dim=1), torch.stack(sampled, dim=1)
 
     def generate(
         self,
@@ -428,12 +462,14 @@ class MusicVAE(nn.Module):
         token_keep: Tensor | None = None,
         attribute_dimension: int | None = None,
         predicted_onsets: bool = False,
+        loop_gradient: bool = False,
     ) -> dict[str, Tensor]:
         """Encode, reparameterise, decode with teacher forcing or scheduled sampling.
 
         Teacher forcing unless `choose_noise` and `gumbel` are given, in which case
         scheduled sampling with probability `sampling_probability` (the Flax model's
-        rule). `token_keep` [B, T] (token dropout, 1 keep / 0 drop) zeroes previous-token inputs.
+        rule; `loop_gradient`: see `Decoder.scheduled`). `token_keep` [B, T] (token
+        dropout, 1 keep / 0 drop) zeroes previous-token inputs.
         With an adversary, `adversary_prediction` [B] is its prediction from z without
         `attribute_dimension` (the regularised one, if any), through the gradient reversal.
         With a rhythm decoder, `rhythm_logits` [B, T] are its note-on logits from z, and
@@ -482,7 +518,15 @@ class MusicVAE(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
         logits, sampled, fed_back = self.decoder.scheduled(
-            tokens, z_dec, p, choose_noise, gumbel.to(z_dec.dtype), temperature, token_keep, onsets
+            tokens,
+            z_dec,
+            p,
+            choose_noise,
+            gumbel.to(z_dec.dtype),
+            temperature,
+            token_keep,
+            onsets,
+            loop_gradient,
         )
         result.update(logits=logits, sampled=sampled, fed_back=fed_back)
         return result
