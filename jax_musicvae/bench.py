@@ -112,7 +112,7 @@ class Record:
     load_avg: tuple[float, float, float]
     machine: dict[str, Any] = dataclasses.field(default_factory=dict)
     torch_flush_denormal: bool | None = None  # torch CPU flush-to-zero (XLA always flushes)
-    retained_mb: float | None = None  # CPU: what the first step left resident
+    retained_mb: float | None = None  # CPU: what the first two steps left resident
     resident_mb: float | None = None  # CPU: all a warm step holds resident (see Memory)
     speedup_vs_torch: float | None = None  # median examples/s over torch eager's
     speedup_vs_torch_min: float | None = None  # the same from the fastest steps
@@ -547,7 +547,7 @@ class Memory:
     """A framework's memory for one case, measured in a process of its own (MB)."""
 
     step_mb: float  # peak RSS of a warm step above the RSS before it
-    retained_mb: float  # what the first step left resident (compiled code, optimiser
+    retained_mb: float  # what the first two steps left resident (compiled code, optimiser
     # state, library caches such as torch's oneDNN GRU workspace)
     resident_mb: float  # peak RSS of a warm step above the RSS with both runtimes started
     # and no weights: weights, optimiser state, gradients, caches, compiled code and the step's
@@ -596,6 +596,7 @@ def _memory_child(name: str, framework: str, mode: str, batch: int) -> Memory:
     del params  # the runner holds its own copy; the baseline assumes the host one freed
     before_first = settled_rss_mb()
     runner()
+    runner()  # the first warm step still grows glibc's arenas (JAX 4-45 MB, torch 1-6)
     before = settled_rss_mb()
     reset_peak_rss()
     runner()
@@ -795,7 +796,7 @@ def run_benchmark(
 def markdown_table(records: Sequence[Record]) -> str:
     """One row per record; `x torch` is median examples/s over torch eager's in the same
     case, `x torch (min)` the same ratio from each framework's fastest step; `peak MB`
-    a warm step's working memory, `kept MB` what the first step left resident,
+    a warm step's working memory, `kept MB` what the first two steps left resident,
     `resident MB` all that a warm step holds resident (weights and optimiser included)."""
     header = (
         "config",

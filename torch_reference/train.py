@@ -136,6 +136,9 @@ def train_step(
     loss.backward()
     grad_norm = clip_gradients(model, optim_cfg)
     optimizer.step()
+    # Freed now rather than at the next step's start, so they are not held between steps
+    # (the Flax step's gradients are temporaries of its jitted step too).
+    optimizer.zero_grad(set_to_none=True)
 
     result = {name: float(value) for name, value in metrics.items()}
     result.update(grad_norm=grad_norm, learning_rate=lr, sampling_probability=p)
