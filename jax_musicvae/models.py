@@ -384,7 +384,7 @@ class Decoder(nn.Module):
         stop = jax.lax.stop_gradient
         stack = stop(self.core())
         w_token, w_note_on, context_proj = self.core_input(stack, stop(context))
-        out = stop(self.out())
+        weights = (stack, stop(self.out()), w_token, w_note_on)
         steps, rows = truth.shape
         keeps = [None] + [
             None
@@ -392,22 +392,14 @@ class Decoder(nn.Module):
             else rnn.dropout_keep(core_key, k, cfg.dropout, (steps, rows, cfg.decoder_hidden))
             for k in range(1, cfg.decoder_layers)
         ]
-        if token_keep is None:
-            token_keep = jnp.ones(truth.shape, jnp.float32)
 
         def step(state, xs):
             carries, sampled_prev = state
             truth_t, fed_t, gumbel_t, keep_t, onset_t, keeps_t = xs
             previous = jnp.where(fed_t, sampled_prev, truth_t)
-            # The one-hot times W_ih is a row lookup; index `depth` reads the zero input.
-            rows_t = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
-            x_proj = rows_t * keep_t[:, None] + context_proj
-            if w_note_on is not None:
-                x_proj = x_proj + onset_t[:, None] * w_note_on
-            carries, top = rnn.stack_step(
-                cfg.cell, stack, x_proj, carries, self._dtype, True, cfg.dropout, keeps_t
+            carries, logits = self._decode_step(
+                weights, carries, previous, context_proj, onset_t, keep_t, keeps_t
             )
-            logits = dense(out, top, self._dtype)
             sampled = jnp.argmax(logits / temperature + gumbel_t, -1)
             return (carries, sampled), (previous, sampled)
 
@@ -415,6 +407,39 @@ class Decoder(nn.Module):
         xs = (truth, fed_back, gumbel, token_keep, onsets, keeps)
         _, (previous, sampled) = jax.lax.scan(step, initial, xs)
         return previous, sampled
+
+    def _decode_step(
+        self,
+        weights: tuple[list[dict[str, Params]], Params, jax.Array, jax.Array | None],
+        carries: list[rnn.Carry],
+        previous: jax.Array,
+        context_proj: jax.Array,
+        onset: jax.Array | None,
+        keep: jax.Array | None = None,
+        keeps: list[jax.Array | None] | None = None,
+    ) -> tuple[list[rnn.Carry], jax.Array]:
+        """One step of the loops that are not differentiated (generation, scheduled
+        sampling's sampling pass): new carries and logits [N, D] for the fed token ids
+        `previous` [N]. `weights` is (core stack, output layer, W_ih token rows, note-on
+        row or None); `keep` [N] is token dropout, `keeps` the step's dropout masks."""
+        stack, out, w_token, w_note_on = weights
+        # The one-hot times W_ih is a row lookup; index `depth` reads the zero input.
+        x_proj = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
+        if keep is not None:
+            x_proj = x_proj * keep[:, None]
+        if w_note_on is not None:
+            x_proj = x_proj + onset[:, None] * w_note_on
+        carries, top = rnn.stack_step(
+            self.config.cell,
+            stack,
+            x_proj + context_proj,
+            carries,
+            self._dtype,
+            True,
+            self.config.dropout,
+            keeps,
+        )
+        return carries, dense(out, top, self._dtype)
 
     def generate(
         self,
@@ -429,8 +454,9 @@ class Decoder(nn.Module):
         cfg = self.config
         batch, bars, steps, depth = z_dec.shape[0], cfg.num_bars, cfg.steps_per_bar, cfg.input_depth
         context, core_init = self.bar_context(z_dec, None)
-        stack, out = self.core(), self.out()
+        stack = self.core()
         w_token, w_note_on, context_proj = self.core_input(stack, context)
+        weights = (stack, self.out(), w_token, w_note_on)
         if gumbel is None:
             noise = jnp.zeros((bars, steps, batch, depth), jnp.float32)
         else:
@@ -454,14 +480,9 @@ class Decoder(nn.Module):
             def step(state, xs_t):
                 carries, previous = state
                 noise_t, onset_t = xs_t
-                # The one-hot times W_ih is a row lookup; index `depth` reads the zero start.
-                x_proj = jnp.take(w_token, previous, axis=0, mode="fill", fill_value=0.0)
-                if w_note_on is not None:
-                    x_proj = x_proj + onset_t[:, None] * w_note_on
-                carries, top = rnn.stack_step(
-                    cfg.cell, stack, x_proj + context_proj_u, carries, self._dtype, projected=True
+                carries, logits = self._decode_step(
+                    weights, carries, previous, context_proj_u, onset_t
                 )
-                logits = dense(out, top, self._dtype)
                 token = jnp.argmax(logits * scale + noise_t, -1)
                 return (carries, token), (logits, token)
 
