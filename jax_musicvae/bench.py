@@ -101,6 +101,10 @@ class Record:
     max_step_s: float
     spread: float  # (max - min) / median of the timed steps
     step_times_s: list[float]
+    # Minor page faults in each timed step: a step whose buffers found no free block
+    # large enough touched new pages (bench_small B=64 on the CPU: 197,000 of them,
+    # 1-2.8 s of kernel time; docs/benchmarks.md, session 20).
+    step_page_faults: list[int]
     compile_s: float
     peak_mem_mb: float  # a warm step's working memory (CPU: measured in its own process)
     peak_rss_mb: float
@@ -277,6 +281,15 @@ def settled_rss_mb(timeout_s: float = 3.0) -> float:
 def peak_rss_mb() -> float:
     kb = _status_kb("VmHWM")
     return 0.0 if kb is None else kb / 1024.0
+
+
+def minor_page_faults() -> int:
+    """This process's minor page faults so far (0 where getrusage is missing)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
@@ -527,11 +540,13 @@ class Timing:
     peak_rss_mb: float = 0.0
     retained_mb: float | None = None
     resident_mb: float | None = None
+    step_page_faults: list[int] = dataclasses.field(default_factory=list)
 
 
 def _timed(runner: Runner, timing: Timing, record: bool) -> None:
     """Run one step; add its time to `timing` (as the compile time if not `record`)."""
     reset_peak_rss()
+    faults = minor_page_faults()
     start = time.perf_counter()
     runner()
     elapsed = time.perf_counter() - start
@@ -539,6 +554,7 @@ def _timed(runner: Runner, timing: Timing, record: bool) -> None:
         timing.first_s = elapsed
         return
     timing.steps_s.append(elapsed)
+    timing.step_page_faults.append(minor_page_faults() - faults)
     timing.peak_rss_mb = max(timing.peak_rss_mb, peak_rss_mb())
 
 
@@ -697,6 +713,7 @@ def bench_case(
                 max_step_s=max(timing.steps_s),
                 spread=(max(timing.steps_s) - min(timing.steps_s)) / median,
                 step_times_s=timing.steps_s,
+                step_page_faults=timing.step_page_faults,
                 compile_s=timing.first_s,
                 peak_mem_mb=timing.peak_mem_mb,
                 retained_mb=timing.retained_mb,
@@ -795,7 +812,8 @@ def run_benchmark(
 
 def markdown_table(records: Sequence[Record]) -> str:
     """One row per record; `x torch` is median examples/s over torch eager's in the same
-    case, `x torch (min)` the same ratio from each framework's fastest step; `peak MB`
+    case, `x torch (min)` the same ratio from each framework's fastest step; `most
+    faults` the most minor page faults of a timed step (thousands); `peak MB`
     a warm step's working memory, `kept MB` what the first two steps left resident,
     `resident MB` all that a warm step holds resident (weights and optimiser included)."""
     header = (
@@ -808,6 +826,7 @@ def markdown_table(records: Sequence[Record]) -> str:
         "x torch (min)",
         "median step s",
         "spread",
+        "most faults",
         "compile s",
         "peak MB",
         "kept MB",
@@ -830,6 +849,7 @@ def markdown_table(records: Sequence[Record]) -> str:
             speedup_min,
             f"{r.median_step_s:.3g}",
             f"{100 * r.spread:.0f}%",
+            f"{max(r.step_page_faults, default=0) / 1000:.0f}k",
             f"{r.compile_s:.1f}",
             f"{r.peak_mem_mb:.0f}",
             "" if r.retained_mb is None else f"{r.retained_mb:.0f}",

@@ -57,6 +57,7 @@ def test_records_are_sane(run):
         assert set(r) >= FIELDS
         assert r["batch"] == 3
         assert len(r["step_times_s"]) == 2
+        assert len(r["step_page_faults"]) == 2 and min(r["step_page_faults"]) >= 0
         assert r["min_step_s"] <= r["median_step_s"] <= r["max_step_s"]
         assert r["examples_per_s"] == pytest.approx(3 / r["median_step_s"])
         assert 0 < r["flops_fraction"] < 10
@@ -67,6 +68,49 @@ def test_records_are_sane(run):
             assert r["speedup_vs_torch"] == pytest.approx(1.0)
         assert r["torch_flush_denormal"] is True  # the default: torch flushes like XLA
         assert r["machine"] == bench.machine_info() and r["machine"]["cores"] >= 1
+
+
+def test_a_step_touching_new_pages_shows_its_page_faults():
+    """64 MB of fresh anonymous memory is 16,384 pages of 4 KB, each faulted in once."""
+    import mmap
+
+    def touch_new_pages() -> None:
+        block = mmap.mmap(-1, 64 << 20)
+        for offset in range(0, 64 << 20, 4096):
+            block[offset] = 1
+        block.close()
+
+    timing = bench.Timing()
+    bench._timed(lambda: None, timing, record=True)
+    bench._timed(touch_new_pages, timing, record=True)
+    assert len(timing.step_page_faults) == 2
+    assert timing.step_page_faults[0] < 1_000
+    assert timing.step_page_faults[1] >= 16_000
+    record = bench.Record(
+        framework="jax",
+        config="tiny",
+        mode="train",
+        batch=3,
+        examples_per_s=1.0,
+        median_step_s=1.0,
+        min_step_s=1.0,
+        max_step_s=1.0,
+        spread=0.0,
+        step_times_s=timing.steps_s,
+        step_page_faults=timing.step_page_faults,
+        compile_s=1.0,
+        peak_mem_mb=1.0,
+        peak_rss_mb=1.0,
+        flops_per_step=1.0,
+        achieved_flops=1.0,
+        flops_fraction=0.5,
+        matmul_peak_flops=2.0,
+        device="jax:cpu",
+        load_avg=(0.0, 0.0, 0.0),
+    )
+    header, _, row = bench.markdown_table([record]).splitlines()
+    column = header.split(" | ").index("most faults")
+    assert row.split(" | ")[column] == f"{timing.step_page_faults[1] / 1000:.0f}k"
 
 
 def test_flop_count_matches_hand_count():
