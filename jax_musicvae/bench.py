@@ -103,7 +103,7 @@ class Record:
     step_times_s: list[float]
     # Minor page faults in each timed step: a step whose buffers found no free block
     # large enough touched new pages (bench_small B=64 on the CPU: 197,000 of them,
-    # 1-2.8 s of kernel time; docs/benchmarks.md, session 20).
+    # 1.2-2.8 s of kernel time; docs/benchmarks.md, session 20).
     step_page_faults: list[int]
     compile_s: float
     peak_mem_mb: float  # a warm step's working memory (CPU: measured in its own process)
