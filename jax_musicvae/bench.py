@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_musicvae import rnn, schedules
+from jax_musicvae import cpu_devices, rnn, schedules
 from jax_musicvae.atomic import atomic_write
 from jax_musicvae.config import (
     LossConfig,
@@ -162,8 +162,10 @@ def dense_flops(rows: int, inputs: int, outputs: int) -> int:
 def forward_flops(c: ModelConfig, batch: int, encoder: bool = True) -> int:
     """Matmul FLOPs of one forward pass (teacher forcing / generation do the same matmuls).
 
-    Elementwise gate math, one-hot construction and the loss are left out; the
-    one-hot input matmuls are counted because both frameworks do them densely.
+    Elementwise gate math, one-hot construction and the loss are left out. The count is
+    the model's: the one-hot input products are counted although the Flax model looks
+    rows of W_ih up, and the core's context projection per step although it computes
+    that once per bar (docs/benchmarks.md, "FLOP count and matmul peak").
     """
     b, u, s, d, h, layers = (
         batch,
@@ -418,6 +420,14 @@ def make_inputs(
 Runner = Callable[[], None]
 
 
+def sample_devices(c: ModelConfig, batch: int, use_gpu: bool) -> list[jax.Device]:
+    """Where JAX generates: the GPU, or the rows split over CPU devices (`cpu_devices`)."""
+    if use_gpu:
+        return jax.devices("gpu")[:1]
+    devices = jax.local_devices(backend="cpu")
+    return devices[: cpu_devices.decoding_split(c, batch, len(devices))]
+
+
 def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu: bool) -> Runner:
     """A jitted train step (state donated, so XLA updates it in place) or generation."""
     from jax_musicvae import steps
@@ -425,19 +435,23 @@ def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu:
 
     c = bc.model
     device = jax.devices("gpu" if use_gpu else "cpu")[0]
-    params = jax.device_put(jax.tree.map(np.array, params), device)
-    condition = None if inputs.condition is None else jax.device_put(inputs.condition, device)
+    params = jax.tree.map(np.array, params)
     if mode == "sample":
         generate = jax.jit(
             lambda p, z, cond: MusicVAE(c).apply({"params": p}, z, cond, method=MusicVAE.generate)
         )
-        z = jax.device_put(inputs.eps, device)
+        devices = sample_devices(c, len(inputs.eps), use_gpu)
+        rows, replicated = cpu_devices.row_shardings(devices)
+        params, z = jax.device_put(params, replicated), jax.device_put(inputs.eps, rows)
+        condition = None if inputs.condition is None else jax.device_put(inputs.condition, rows)
 
         def sample() -> None:
             generate(params, z, condition)["tokens"].block_until_ready()
 
         return sample
 
+    params = jax.device_put(params, device)
+    condition = None if inputs.condition is None else jax.device_put(inputs.condition, device)
     batch = {"tokens": jax.device_put(inputs.tokens, device)}
     if condition is not None:
         batch["condition"] = condition
@@ -635,6 +649,13 @@ def gpu_step_memory_mb(runner: Runner, framework: str) -> float:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+def _notes(framework: str, c: ModelConfig, batch: int, mode: str, use_gpu: bool) -> str:
+    split = len(sample_devices(c, batch, use_gpu)) if framework == "jax" and mode == "sample" else 1
+    if split > 1:
+        return f"rows split over {split} CPU devices, one per core"
+    return NOTES.get(framework, "")
+
+
 def bench_case(
     name: str,
     bc: BenchConfig,
@@ -725,7 +746,7 @@ def bench_case(
                 matmul_peak_flops=peak_flops,
                 device=device_name("jax" if framework == "jax" else "torch", use_gpu),
                 load_avg=os.getloadavg(),
-                notes=NOTES.get(framework, ""),
+                notes=_notes(framework, c, batch, mode, use_gpu),
             )
         )
     baseline = next((r for r in records if r.framework == BASELINE), None)
@@ -815,7 +836,8 @@ def markdown_table(records: Sequence[Record]) -> str:
     case, `x torch (min)` the same ratio from each framework's fastest step; `most
     faults` the most minor page faults of a timed step (thousands); `peak MB`
     a warm step's working memory, `kept MB` what the first two steps left resident,
-    `resident MB` all that a warm step holds resident (weights and optimiser included)."""
+    `resident MB` all that a warm step holds resident (weights and optimiser included).
+    Records' notes follow the table."""
     header = (
         "config",
         "mode",
@@ -859,7 +881,10 @@ def markdown_table(records: Sequence[Record]) -> str:
             f"{r.load_avg[0]:.1f}",
         )
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [
+        f"- {r.config} {r.mode} B={r.batch} {r.framework}: {r.notes}" for r in records if r.notes
+    ]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def _case(r: Record) -> tuple[str, str, int, str]:
@@ -910,6 +935,7 @@ def write_outputs(records: Sequence[Record], out: Path) -> str:
 
 
 if __name__ == "__main__":  # the child process of `measure_memory`
+    cpu_devices.use_one_device_per_core()  # as `musicvae bench`
     config, framework_name, mode_name, batch_size = sys.argv[1:5]
     print(
         json.dumps(

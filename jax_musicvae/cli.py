@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:  # orbax logs every checkpoint handler it creates through absl
         logging.getLogger("absl").setLevel(logging.ERROR)
+    if getattr(args, "one_device_per_core", False):  # commands that decode on the CPU
+        from jax_musicvae.cpu_devices import use_one_device_per_core
+
+        use_one_device_per_core()
     return int(args.func(args) or 0)
 
 

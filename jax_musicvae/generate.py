@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from jax_musicvae import checkpoints
+from jax_musicvae import checkpoints, cpu_devices
 from jax_musicvae.attributes import ATTRIBUTE_FILE, COMMAND, AttributeVector
 from jax_musicvae.config import LossConfig, ModelConfig
 from jax_musicvae.danceability_map import MAP_FILE, DanceabilityMap, Use
@@ -306,6 +306,7 @@ class TrainedModel:
             )
         self.aim = self.can_aim if aim is None else aim
         self._fns = compiled(self.config, experiment.loss)
+        self._replicas: dict[tuple[int, ...], tuple[jax.sharding.Sharding, Any]] = {}
 
     # ----------------------------------------------------------------- loading
 
@@ -440,10 +441,18 @@ class TrainedModel:
 
     # ---------------------------------------------------------------- batching
 
-    def _chunked(self, fn: Callable[..., Any], count: int, *arrays: Any, **kwargs: Any) -> Any:
+    def _chunked(
+        self,
+        fn: Callable[..., Any],
+        count: int,
+        *arrays: Any,
+        decoding: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         """Run fn over rows in padded chunks of at most batch_size; concatenate the results.
 
-        `arrays` are cut into rows; `kwargs` are passed whole to every call.
+        `arrays` are cut into rows; `kwargs` are passed whole to every call. `decoding`
+        chunks may be split over several CPU devices (`cpu_devices`).
         """
         if count == 0:
             raise GenerationError("nothing to process (no melodies or n=0)")
@@ -455,9 +464,22 @@ class TrainedModel:
                 None if a is None else _pad_rows(np.asarray(a)[start : start + size], rows)
                 for a in arrays
             ]
-            result = fn(self.params, *parts, **kwargs)
+            params = self.params
+            devices = cpu_devices.decoding_devices(self.config, rows) if decoding else []
+            if len(devices) > 1:
+                split, params = self._split_over(devices)
+                parts = [None if a is None else jax.device_put(a, split) for a in parts]
+            result = fn(params, *parts, **kwargs)
             outputs.append(jax.tree.map(lambda x, n=size: np.asarray(x)[:n], result))
         return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+
+    def _split_over(self, devices: list[jax.Device]) -> tuple[jax.sharding.Sharding, Any]:
+        """(rows split over `devices`, the parameters replicated on them; kept per set)."""
+        key = tuple(d.id for d in devices)
+        if key not in self._replicas:
+            split, replicated = cpu_devices.row_shardings(devices)
+            self._replicas[key] = split, jax.device_put(self.params, replicated)
+        return self._replicas[key]
 
     # ------------------------------------------------------------------ inputs
 
@@ -590,6 +612,7 @@ class TrainedModel:
             seed=seed,
             temperature=np.float32(max(temperature, 1e-6)),
             greedy=temperature == 0,
+            decoding=True,
         )
 
     def _cannot_request(self, operation: str) -> GenerationError:

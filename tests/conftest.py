@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import pytest
 from helpers import BARS, build_tiny_dataset, make_songs
 
 from jax_musicvae.data.dataset import BuildSettings, build_dataset
+
+# One CPU device for the whole test process. `musicvae` commands that decode ask JAX for
+# one per core (cpu_devices) when they start it; run in-process by a test before anything
+# else started JAX, that would hold for every later test.
+jax.config.update("jax_num_cpu_devices", 1)
 
 
 @pytest.fixture(scope="session")

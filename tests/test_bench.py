@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -111,6 +112,11 @@ def test_a_step_touching_new_pages_shows_its_page_faults():
     header, _, row = bench.markdown_table([record]).splitlines()
     column = header.split(" | ").index("most faults")
     assert row.split(" | ")[column] == f"{timing.step_page_faults[1] / 1000:.0f}k"
+    noted = dataclasses.replace(record, notes="rows split over 2 CPU devices, one per core")
+    assert bench.markdown_table([noted]).splitlines()[3:] == [
+        "",
+        "- tiny train B=3 jax: rows split over 2 CPU devices, one per core",
+    ]
 
 
 def test_flop_count_matches_hand_count():

@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto = CPU, plus GPU when both frameworks see one",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, one_device_per_core=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -102,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="decode-encode rounds after the first decoding (0: the plain prior decoding)",
     )
-    p.set_defaults(func=_guard(run_sample))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_sample))
 
     p = subparsers.add_parser("interpolate", help="slerp between the codes of two melodies")
     _common(p, temperature=0.0)
@@ -112,12 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--danceability", type=_unit, default=None, help="hold every step at this c in [0, 1]"
     )
-    p.set_defaults(func=_guard(run_interpolate))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_interpolate))
 
     p = subparsers.add_parser("reconstruct", help="encode and decode a melody")
     _common(p, temperature=0.0)
     p.add_argument("input", type=Path, help="MIDI file")
-    p.set_defaults(func=_guard(run_reconstruct))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_reconstruct))
 
     p = subparsers.add_parser("edit", help="change a melody's danceability")
     _common(p, temperature=0.0)
@@ -142,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep the source's tokens wherever the request does not change the decoding "
         "(default; --no-keep-source: the model's decoding everywhere)",
     )
-    p.set_defaults(func=_guard(run_edit))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_edit))
 
     p = subparsers.add_parser(
         "attribute-vector",
@@ -167,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-windows", type=int, default=4096)
     p.add_argument("--out", type=Path, default=None, help="JSON path (default: step folder)")
-    p.set_defaults(func=_guard(run_attribute_vector))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_attribute_vector))
 
     p = subparsers.add_parser(
         "danceability-map",
@@ -179,7 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _fitted_from_data(p)
     p.add_argument("--windows", type=int, default=256, help="windows (and prior codes) decoded")
-    p.set_defaults(func=_guard(run_danceability_map))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_danceability_map))
 
     p = subparsers.add_parser(
         "analyze",
@@ -232,7 +232,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
-    p.set_defaults(func=_guard(run_analyze))
+    p.set_defaults(one_device_per_core=True, func=_guard(run_analyze))
 
 
 def _values(text: str) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="validation", help="its split (default validation)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=run_serve, one_device_per_core=True)
 
 
 def run_serve(args: argparse.Namespace) -> int:

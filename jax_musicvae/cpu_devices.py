@@ -1,0 +1,81 @@
+"""Generation on the CPU with one JAX device per core, each decoding its share of the rows.
+
+XLA:CPU runs a program on one device and splits each kernel over the cores. A
+generation step's kernels are small (bench_small at batch 64: [64, 256] x [256, 1024]
+products of 0.2 ms), and handing half of each to a second thread costs much of what
+the thread saves. With one device per core, each core runs the whole decoding loop for
+its own rows with no hand-offs. Where a step's weights no longer fit a core's caches,
+both cores reading all of them is slower than splitting the kernels, and so is
+splitting anything with large kernels (training, encoding); figures in
+docs/benchmarks.md, session 21.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jax_musicvae import rnn
+from jax_musicvae.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+# Split the rows only while a decoding step's weights stay below this (measured on a
+# 2-core AMD EPYC: 7 MB 10-25% faster split, 13 MB level, 21 MB 15% slower).
+MAX_STEP_WEIGHT_BYTES = 8 << 20
+# Nor below this many rows per device (not measured below 32: a guard for many-core hosts).
+MIN_ROWS_PER_DEVICE = 16
+ROWS_AXIS = "rows"
+
+
+def use_one_device_per_core() -> int:
+    """Ask JAX for one CPU device per core this process may run on; returns the count.
+
+    Call it before JAX's first computation. A count already chosen (XLA_FLAGS'
+    --xla_force_host_platform_device_count, jax_num_cpu_devices) is left alone.
+    """
+    chosen = jax.config.jax_num_cpu_devices
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or chosen > 0:
+        return chosen
+    cores = len(os.sched_getaffinity(0))
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # JAX has already started: keep its devices
+        logger.debug("JAX already started; CPU devices stay as they are")
+        return -1
+    return cores
+
+
+def decoding_step_weight_bytes(config: ModelConfig) -> int:
+    """Bytes of the weights one decoding step multiplies by: every layer's W_hh, the
+    upper layers' W_ih and the output layer (the first layer's input is a row lookup)."""
+    hidden, layers = config.decoder_hidden, config.decoder_layers
+    gates = rnn.gate_count(config.cell) * hidden
+    return 4 * ((2 * layers - 1) * hidden * gates + hidden * config.input_depth)
+
+
+def decoding_split(config: ModelConfig, rows: int, devices: int) -> int:
+    """Over how many CPU devices to split `rows` rows of decoding (1: do not split)."""
+    if decoding_step_weight_bytes(config) > MAX_STEP_WEIGHT_BYTES:
+        return 1
+    most = min(devices, rows // MIN_ROWS_PER_DEVICE)
+    return max((k for k in range(1, most + 1) if rows % k == 0), default=1)
+
+
+def decoding_devices(config: ModelConfig, rows: int) -> list[jax.Device]:
+    """The CPU devices to decode `rows` rows on: one, unless JAX computes on the CPU and
+    has several CPU devices (`use_one_device_per_core`) that the rule above splits over."""
+    if jax.default_backend() != "cpu":
+        return jax.devices()[:1]
+    devices = jax.local_devices(backend="cpu")
+    return devices[: decoding_split(config, rows, len(devices))]
+
+
+def row_shardings(devices: list[jax.Device]) -> tuple[NamedSharding, NamedSharding]:
+    """(rows split over `devices`, replicated over them)."""
+    mesh = Mesh(np.array(devices), (ROWS_AXIS,))
+    return NamedSharding(mesh, PartitionSpec(ROWS_AXIS)), NamedSharding(mesh, PartitionSpec())
