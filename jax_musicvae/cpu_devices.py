@@ -25,29 +25,28 @@ from jax_musicvae.config import ModelConfig
 logger = logging.getLogger(__name__)
 
 # Split the rows only while a decoding step's weights stay below this (measured on a
-# 2-core AMD EPYC: 7 MB 10-25% faster split, 13 MB level, 21 MB 15% slower).
+# 2-core AMD EPYC: 7 MB 6-25% faster split, 13 MB level, 21 MB 14-20% slower).
 MAX_STEP_WEIGHT_BYTES = 8 << 20
 # Nor below this many rows per device (not measured below 32: a guard for many-core hosts).
 MIN_ROWS_PER_DEVICE = 16
 ROWS_AXIS = "rows"
 
 
-def use_one_device_per_core() -> int:
-    """Ask JAX for one CPU device per core this process may run on; returns the count.
+def use_one_device_per_core() -> bool:
+    """Ask JAX for one CPU device per core this process may run on; True if it did.
 
     Call it before JAX's first computation. A count already chosen (XLA_FLAGS'
     --xla_force_host_platform_device_count, jax_num_cpu_devices) is left alone.
     """
-    chosen = jax.config.jax_num_cpu_devices
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or chosen > 0:
-        return chosen
-    cores = len(os.sched_getaffinity(0))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags or jax.config.jax_num_cpu_devices > 0:
+        return False
     try:
-        jax.config.update("jax_num_cpu_devices", cores)
+        jax.config.update("jax_num_cpu_devices", len(os.sched_getaffinity(0)))
     except RuntimeError:  # JAX has already started: keep its devices
-        logger.debug("JAX already started; CPU devices stay as they are")
-        return -1
-    return cores
+        logger.debug("JAX already started; its CPU devices stay as they are")
+        return False
+    return True
 
 
 def decoding_step_weight_bytes(config: ModelConfig) -> int:

@@ -479,6 +479,7 @@ class TrainedModel:
         if key not in self._replicas:
             split, replicated = cpu_devices.row_shardings(devices)
             self._replicas[key] = split, jax.device_put(self.params, replicated)
+            logger.info("%s: decoding split over %d CPU devices", self.label, len(devices))
         return self._replicas[key]
 
     # ------------------------------------------------------------------ inputs
