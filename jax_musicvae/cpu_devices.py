@@ -1,12 +1,13 @@
-"""Generation on the CPU with one JAX device per core, each decoding its share of the rows.
+"""Generation on the CPU with one JAX device per core, each working through its share of
+the rows.
 
 XLA:CPU runs a program on one device and splits each kernel over the cores. A
 generation step's kernels are small (bench_small at batch 64: [64, 256] x [256, 1024]
 products of 0.2 ms), and handing half of each to a second thread costs much of what
-the thread saves. With one device per core, each core runs the whole decoding loop for
-its own rows with no hand-offs. Where a step's weights no longer fit a core's caches,
-both cores reading all of them is slower than splitting the kernels, and so is
-splitting anything with large kernels (training, encoding); figures in
+the thread saves. With one device per core, each core runs the whole loop for its own
+rows with no hand-offs. Decoding is split while a step's weights fit a core's caches;
+encoding while the encoder has one layer (a second layer's input projection is a large
+matmul, and work with large kernels, training included, runs slower split). Figures in
 docs/benchmarks.md, session 21.
 """
 
@@ -24,9 +25,12 @@ from jax_musicvae.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-# Split the rows only while a decoding step's weights stay below this (measured on a
-# 2-core AMD EPYC: 7 MB 6-25% faster split, 13 MB level, 21 MB 14-20% slower).
+# Split decoding only while a step's weights stay below this (measured on a 2-core AMD
+# EPYC: 7 MB 6-25% faster split, 13 MB level, 21 MB 14-20% slower), and encoding while
+# the encoder has one layer whose two directions' W_hh stay below the other (0.5 MB
+# 1.5-1.8x faster, 2 MB 1.3-1.5x, 8 MB level; two layers level or 1.45x slower).
 MAX_STEP_WEIGHT_BYTES = 8 << 20
+MAX_ENCODER_STEP_WEIGHT_BYTES = 4 << 20
 # Nor below this many rows per device (not measured below 32: a guard for many-core hosts).
 MIN_ROWS_PER_DEVICE = 16
 ROWS_AXIS = "rows"
@@ -57,21 +61,45 @@ def decoding_step_weight_bytes(config: ModelConfig) -> int:
     return 4 * ((2 * layers - 1) * hidden * gates + hidden * config.input_depth)
 
 
-def decoding_split(config: ModelConfig, rows: int, devices: int) -> int:
-    """Over how many CPU devices to split `rows` rows of decoding (1: do not split)."""
-    if decoding_step_weight_bytes(config) > MAX_STEP_WEIGHT_BYTES:
-        return 1
+def encoding_step_weight_bytes(config: ModelConfig) -> int:
+    """Bytes of one encoder layer's W_hh, both directions (what each step multiplies by)."""
+    hidden = config.encoder_hidden
+    return 4 * 2 * hidden * rnn.gate_count(config.cell) * hidden
+
+
+def _most_devices(rows: int, devices: int) -> int:
+    """The most devices, at least MIN_ROWS_PER_DEVICE rows each, that divide the rows."""
     most = min(devices, rows // MIN_ROWS_PER_DEVICE)
     return max((k for k in range(1, most + 1) if rows % k == 0), default=1)
 
 
-def decoding_devices(config: ModelConfig, rows: int) -> list[jax.Device]:
-    """The CPU devices to decode `rows` rows on: one, unless JAX computes on the CPU and
-    has several CPU devices (`use_one_device_per_core`) that the rule above splits over."""
+def decoding_split(config: ModelConfig, rows: int, devices: int) -> int:
+    """Over how many CPU devices to split `rows` rows of decoding (1: do not split)."""
+    if decoding_step_weight_bytes(config) > MAX_STEP_WEIGHT_BYTES:
+        return 1
+    return _most_devices(rows, devices)
+
+
+def encoding_split(config: ModelConfig, rows: int, devices: int) -> int:
+    """Over how many CPU devices to split `rows` rows of encoding (1: do not split)."""
+    if config.encoder_layers > 1:
+        return 1
+    if encoding_step_weight_bytes(config) > MAX_ENCODER_STEP_WEIGHT_BYTES:
+        return 1
+    return _most_devices(rows, devices)
+
+
+SPLITS = {"decode": decoding_split, "encode": encoding_split}
+
+
+def split_devices(config: ModelConfig, rows: int, work: str) -> list[jax.Device]:
+    """The devices to run `rows` rows of `work` ("decode", "encode") on: one, unless JAX
+    computes on the CPU and has several CPU devices (`use_one_device_per_core`) that
+    the rule for that work splits over."""
     if jax.default_backend() != "cpu":
         return jax.devices()[:1]
     devices = jax.local_devices(backend="cpu")
-    return devices[: decoding_split(config, rows, len(devices))]
+    return devices[: SPLITS[work](config, rows, len(devices))]
 
 
 def row_shardings(devices: list[jax.Device]) -> tuple[NamedSharding, NamedSharding]:

@@ -446,13 +446,13 @@ class TrainedModel:
         fn: Callable[..., Any],
         count: int,
         *arrays: Any,
-        decoding: bool = False,
+        split: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run fn over rows in padded chunks of at most batch_size; concatenate the results.
 
-        `arrays` are cut into rows; `kwargs` are passed whole to every call. `decoding`
-        chunks may be split over several CPU devices (`cpu_devices`).
+        `arrays` are cut into rows; `kwargs` are passed whole to every call. Chunks of
+        `split` work ("decode", "encode") may be split over CPU devices (`cpu_devices`).
         """
         if count == 0:
             raise GenerationError("nothing to process (no melodies or n=0)")
@@ -465,10 +465,10 @@ class TrainedModel:
                 for a in arrays
             ]
             params = self.params
-            devices = cpu_devices.decoding_devices(self.config, rows) if decoding else []
+            devices = cpu_devices.split_devices(self.config, rows, split) if split else []
             if len(devices) > 1:
-                split, params = self._split_over(devices)
-                parts = [None if a is None else jax.device_put(a, split) for a in parts]
+                by_rows, params = self._split_over(devices)
+                parts = [None if a is None else jax.device_put(a, by_rows) for a in parts]
             result = fn(params, *parts, **kwargs)
             outputs.append(jax.tree.map(lambda x, n=size: np.asarray(x)[:n], result))
         return jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
@@ -477,9 +477,9 @@ class TrainedModel:
         """(rows split over `devices`, the parameters replicated on them; kept per set)."""
         key = tuple(d.id for d in devices)
         if key not in self._replicas:
-            split, replicated = cpu_devices.row_shardings(devices)
-            self._replicas[key] = split, jax.device_put(self.params, replicated)
-            logger.info("%s: decoding split over %d CPU devices", self.label, len(devices))
+            by_rows, replicated = cpu_devices.row_shardings(devices)
+            self._replicas[key] = by_rows, jax.device_put(self.params, replicated)
+            logger.info("%s: rows split over %d CPU devices", self.label, len(devices))
         return self._replicas[key]
 
     # ------------------------------------------------------------------ inputs
@@ -570,7 +570,9 @@ class TrainedModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cond = condition if self.config.uses_condition else None
         rows = np.arange(len(windows), dtype=np.int32)
-        return self._chunked(self._fns.encode, len(windows), windows, cond, rows, seed=seed)
+        return self._chunked(
+            self._fns.encode, len(windows), windows, cond, rows, seed=seed, split="encode"
+        )
 
     def encode(
         self,
@@ -613,7 +615,7 @@ class TrainedModel:
             seed=seed,
             temperature=np.float32(max(temperature, 1e-6)),
             greedy=temperature == 0,
-            decoding=True,
+            split="decode",
         )
 
     def _cannot_request(self, operation: str) -> GenerationError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -54,6 +55,16 @@ def test_split_rule():
     assert split(mel, 64, 2) == 1  # its weights exceed what a core's caches hold
 
 
+def test_encoding_split_rule():
+    split = cpu_devices.encoding_split
+    one_layer = dataclasses.replace(bench_config("bench_small").model, encoder_layers=1)
+    assert cpu_devices.encoding_step_weight_bytes(one_layer) == 4 * 2 * 256 * 1024
+    assert split(one_layer, 64, 2) == 2
+    assert split(one_layer, 16, 2) == 1
+    assert split(bench_config("bench_small").model, 64, 2) == 1  # two layers
+    assert split(bench_config("mel_2bar_small").model, 64, 2) == 1  # one layer of 512: 8 MB
+
+
 def test_one_device_per_core_unless_chosen_or_started():
     code = """
         import json, os, jax
@@ -71,21 +82,26 @@ def test_one_device_per_core_unless_chosen_or_started():
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_split_decoding_gives_the_same_melodies(tmp_path, temperature):
+def test_split_work_gives_the_same_melodies_and_codes(tmp_path, temperature):
     path = make_checkpoint(tmp_path / "model", "none")
     code = f"""
         import json, jax
         jax.config.update("jax_num_cpu_devices", 2)
+        from jax_musicvae.cpu_devices import split_devices
         from jax_musicvae.generate import TrainedModel
         model = TrainedModel.load({str(path)!r}, batch_size=32)
         tokens = model.sample(40, temperature={temperature}, seed=4)  # chunks of 32 and 8
-        splits = sorted(map(len, model._replicas))
-        print(json.dumps({{"tokens": tokens.tolist(), "splits": splits}}))
+        mu = model.encode(list(tokens[:32]), seed=1).mu
+        splits = [len(split_devices(model.config, 32, work)) for work in ("decode", "encode")]
+        print(json.dumps({{"tokens": tokens.tolist(), "mu": mu.tolist(), "splits": splits}}))
     """
     child = run_python(code)
-    assert child["splits"] == [2]  # the 32-row chunk on two devices, the 8-row one on one
-    one_device = TrainedModel.load(path, batch_size=32).sample(40, temperature=temperature, seed=4)
-    np.testing.assert_array_equal(np.array(child["tokens"]), one_device)
+    assert child["splits"] == [2, 2]
+    model = TrainedModel.load(path, batch_size=32)
+    tokens = model.sample(40, temperature=temperature, seed=4)
+    np.testing.assert_array_equal(np.array(child["tokens"]), tokens)
+    mu = model.encode(list(tokens[:32]), seed=1).mu
+    np.testing.assert_allclose(np.array(child["mu"]), mu, rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
@@ -101,5 +117,5 @@ def test_sample_command_splits_over_the_cores(tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "decoding split over 2 CPU devices" in done.stderr
+    assert "rows split over 2 CPU devices" in done.stderr
     assert len(list((tmp_path / "out").glob("*.mid"))) == 32
