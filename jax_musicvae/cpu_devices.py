@@ -1,5 +1,4 @@
-"""Generation on the CPU with one JAX device per core, each working through its share of
-the rows.
+"""Decoding and encoding on the CPU with one JAX device per core, each taking a share of rows.
 
 XLA:CPU runs a program on one device and splits each kernel over the cores. A
 generation step's kernels are small (bench_small at batch 64: [64, 256] x [256, 1024]
