@@ -24,10 +24,10 @@ from jax_musicvae.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
-# Split decoding only while a step's weights stay below this (measured on a 2-core AMD
-# EPYC: 7 MB 6-25% faster split, 13 MB level, 21 MB 14-20% slower), and encoding while
-# the encoder has one layer whose two directions' W_hh stay below the other (0.5 MB
-# 1.5-1.8x faster, 2 MB 1.3-1.5x, 8 MB level; two layers level or 1.45x slower).
+# Decoding is split while a step's weights stay within the first bound (measured on a
+# 2-core AMD EPYC: 7 MB 6-25% faster split, 13 MB level, 21 MB 14-20% slower); encoding
+# only for an encoder of one layer whose two directions' W_hh stay within the second
+# (0.5 MB 1.5-1.8x faster, 2 MB 1.3-1.5x, 8 MB level; two layers level or 1.45x slower).
 MAX_STEP_WEIGHT_BYTES = 8 << 20
 MAX_ENCODER_STEP_WEIGHT_BYTES = 4 << 20
 # Nor below this many rows per device (not measured below 32: a guard for many-core hosts).
