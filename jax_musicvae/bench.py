@@ -420,14 +420,6 @@ def make_inputs(
 Runner = Callable[[], None]
 
 
-def sample_devices(c: ModelConfig, batch: int, use_gpu: bool) -> list[jax.Device]:
-    """Where JAX generates: the GPU, or the rows split over CPU devices (`cpu_devices`)."""
-    if use_gpu:
-        return jax.devices("gpu")[:1]
-    devices = jax.local_devices(backend="cpu")
-    return devices[: cpu_devices.decoding_split(c, batch, len(devices))]
-
-
 def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu: bool) -> Runner:
     """A jitted train step (state donated, so XLA updates it in place) or generation."""
     from jax_musicvae import steps
@@ -440,7 +432,7 @@ def jax_runner(bc: BenchConfig, params: Any, inputs: Inputs, mode: str, use_gpu:
         generate = jax.jit(
             lambda p, z, cond: MusicVAE(c).apply({"params": p}, z, cond, method=MusicVAE.generate)
         )
-        devices = sample_devices(c, len(inputs.eps), use_gpu)
+        devices = cpu_devices.split_devices(c, len(inputs.eps), "decode", device.platform)
         rows, replicated = cpu_devices.row_shardings(devices)
         params, z = jax.device_put(params, replicated), jax.device_put(inputs.eps, rows)
         condition = None if inputs.condition is None else jax.device_put(inputs.condition, rows)
@@ -650,7 +642,9 @@ def gpu_step_memory_mb(runner: Runner, framework: str) -> float:
 
 
 def _notes(framework: str, c: ModelConfig, batch: int, mode: str, use_gpu: bool) -> str:
-    split = len(sample_devices(c, batch, use_gpu)) if framework == "jax" and mode == "sample" else 1
+    split = 1
+    if framework == "jax" and mode == "sample":
+        split = len(cpu_devices.split_devices(c, batch, "decode", "gpu" if use_gpu else "cpu"))
     if split > 1:
         return f"rows split over {split} CPU devices, one per core"
     return NOTES.get(framework, "")

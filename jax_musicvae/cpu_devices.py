@@ -91,12 +91,15 @@ def encoding_split(config: ModelConfig, rows: int, devices: int) -> int:
 SPLITS = {"decode": decoding_split, "encode": encoding_split}
 
 
-def split_devices(config: ModelConfig, rows: int, work: str) -> list[jax.Device]:
-    """The devices to run `rows` rows of `work` ("decode", "encode") on: one, unless JAX
-    computes on the CPU and has several CPU devices (`use_one_device_per_core`) that
-    the rule for that work splits over."""
-    if jax.default_backend() != "cpu":
-        return jax.devices()[:1]
+def split_devices(
+    config: ModelConfig, rows: int, work: str, backend: str | None = None
+) -> list[jax.Device]:
+    """The devices of `backend` (default: JAX's) to run `rows` rows of `work` ("decode",
+    "encode") on: one, unless it is the CPU and JAX has several CPU devices
+    (`use_one_device_per_core`) that the rule for that work splits over."""
+    backend = backend or jax.default_backend()
+    if backend != "cpu":
+        return jax.devices(backend)[:1]
     devices = jax.local_devices(backend="cpu")
     return devices[: SPLITS[work](config, rows, len(devices))]
 

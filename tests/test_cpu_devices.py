@@ -18,11 +18,11 @@ from jax_musicvae.bench import bench_config
 from jax_musicvae.generate import TrainedModel
 
 
-def run_python(code: str, **env: str) -> dict:
-    """`code` in a fresh interpreter (JAX not started); its last stdout line as JSON."""
+def fresh_python(*argv: object, **env: str) -> subprocess.CompletedProcess:
+    """`python ARGV...` in a fresh interpreter (JAX not started, no XLA_FLAGS unless given)."""
     environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | env
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, *map(str, argv)],
         capture_output=True,
         text=True,
         env=environ,
@@ -30,6 +30,12 @@ def run_python(code: str, **env: str) -> dict:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def run_python(code: str, **env: str) -> dict:
+    """`code` in a fresh interpreter; its last stdout line as JSON."""
+    done = fresh_python("-c", textwrap.dedent(code), **env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -108,14 +114,6 @@ def test_split_work_gives_the_same_melodies_and_codes(tmp_path, temperature):
 def test_sample_command_splits_over_the_cores(tmp_path):
     path = make_checkpoint(tmp_path / "model", "none")
     argv = ["sample", "--checkpoint", path, "--out", tmp_path / "out", "-n", "32"]
-    done = subprocess.run(
-        [sys.executable, "-m", "jax_musicvae.cli", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = fresh_python("-m", "jax_musicvae.cli", *argv)
     assert "rows split over 2 CPU devices" in done.stderr
     assert len(list((tmp_path / "out").glob("*.mid"))) == 32
