@@ -11,7 +11,8 @@ gate gradients, over the projected input in place, so training holds one
 [D, T, B, G*H] array per layer. The two directions of a bidirectional layer share
 one input projection and one loop, except where a direction's W_hh is large: then
 they run one loop after the other, as torch does, so each loop keeps its one W_hh
-in cache; on a GPU the bidirectional LSTM encoder can run as jax.experimental.rnn's
+in cache, and where it is larger than the cache and the rows are few, each step's
+product runs as a multiply and a sum rather than a dot (`MULTIPLY_REDUCE_BYTES`); on a GPU the bidirectional LSTM encoder can run as jax.experimental.rnn's
 cuDNN kernel instead (opt-in). Measured speed and memory effects of these choices:
 docs/benchmarks.md.
 
@@ -267,16 +268,48 @@ def _add_to_every_step_bwd(_: None, d_sum: jax.Array) -> tuple[jax.Array, jax.Ar
 add_to_every_step.defvjp(_add_to_every_step_fwd, _add_to_every_step_bwd)
 
 
-def _hidden_projection(
-    h: jax.Array, w_hh: jax.Array, b_hh: jax.Array, dtype: jnp.dtype
-) -> jax.Array:
-    """h W_hh + b_hh for D layers at once: h [D, B, H], w_hh [D, H, G*H], b_hh [D, G*H]."""
+MULTIPLY_REDUCE_BYTES = 48 << 20
+"""Per-step products with a W_hh (one direction's) at least this large and 2 to
+MULTIPLY_REDUCE_ROWS rows run as a multiply and a sum over W_hh's contiguous axis
+instead of a dot (`_hidden_projection`, `_recurrence_bwd`): with W_hh too large for the
+cache and a few rows, the dot kernels read it at 14-16 GB/s and the reduction at 20-22
+GB/s (hierdec_mel_16bar's encoder, 64 MB; docs/benchmarks.md, "Session 22")."""
+MULTIPLY_REDUCE_ROWS = 32
+
+
+def _reduces_per_step(w_hh: jax.Array, rows: int, dtype: jnp.dtype) -> bool:
+    """Whether the per-step products with w_hh [D, H, G*H] over `rows` rows reduce."""
     return (
-        jnp.einsum(
-            "dbh,dhg->dbg", h.astype(dtype), w_hh.astype(dtype), preferred_element_type=jnp.float32
-        )
-        + b_hh[:, None, :]
+        jnp.dtype(dtype) == jnp.float32
+        and 2 <= rows <= MULTIPLY_REDUCE_ROWS
+        and math.prod(w_hh.shape[1:]) * jnp.dtype(w_hh.dtype).itemsize >= MULTIPLY_REDUCE_BYTES
     )
+
+
+def _step_weights(w_hh: jax.Array, rows: int, dtype: jnp.dtype) -> tuple[jax.Array, bool]:
+    """W_hh as the loop's per-step product reads it, cast once: [D, H, G*H] for a dot,
+    or transposed to [D, G*H, H] for a multiply-reduce; and whether it reduces."""
+    if _reduces_per_step(w_hh, rows, dtype):
+        return jnp.swapaxes(w_hh, 1, 2), True
+    return w_hh.astype(dtype), False
+
+
+def _multiply_reduce(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x w^T for x [D, B, K] and w [D, N, K] as a product and a sum over K, per
+    direction: with a leading direction axis XLA:CPU's fused reduction ran 40x slower."""
+    return jnp.stack([jnp.sum(w[d][:, None, :] * x[d][None], axis=-1).T for d in range(len(w))])
+
+
+def _hidden_projection(
+    h: jax.Array, w: jax.Array, b_hh: jax.Array, dtype: jnp.dtype, reduce: bool = False
+) -> jax.Array:
+    """h W_hh + b_hh for D layers at once: h [D, B, H], b_hh [D, G*H] and w from
+    `_step_weights` (w_hh [D, H, G*H], or its transpose where `reduce`)."""
+    if reduce:
+        h_w = _multiply_reduce(h, w)
+    else:
+        h_w = jnp.einsum("dbh,dhg->dbg", h.astype(dtype), w, preferred_element_type=jnp.float32)
+    return h_w + b_hh[:, None, :]
 
 
 def _scan_recurrence(
@@ -295,10 +328,10 @@ def _scan_recurrence(
     Returns (final carry, hs [D, T, B, H]). Differentiated by XLA's autodiff of
     `lax.scan` (over time-major copies of x_proj and hs).
     """
-    w = w_hh.astype(dtype)  # cast once, not per step
+    w, reduce = _step_weights(w_hh, carry[0].shape[1], dtype)
 
     def step(carry: Carry, x_t: jax.Array) -> tuple[Carry, jax.Array]:
-        h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
+        h_proj = _hidden_projection(carry[0], w, b_hh, dtype, reduce)
         carry = gates(cell, x_t + b_ih[:, None, :], h_proj, carry)
         return carry, carry[0]
 
@@ -345,13 +378,13 @@ def _recurrence_fwd(
     buffer, and carries it: the write is then the only use of the buffer a step
     receives, so XLA updates it in place. (Read and written in the same step, XLA
     copied the whole buffer every step: 4x slower.)"""
-    w = w_hh.astype(dtype)
+    w, reduce = _step_weights(w_hh, carry[0].shape[1], dtype)
     steps = x_proj.shape[1]
     hs, extra = _time_buffer(carry[0], steps), _time_buffer(carry[0], steps)
 
     def body(t, loop):
         carry, x_t, acts, hs, extra = loop
-        h_proj = _hidden_projection(carry[0], w, b_hh, dtype)
+        h_proj = _hidden_projection(carry[0], w, b_hh, dtype, reduce)
         carry, (acts_t, extra_t) = gate_activations(cell, x_t + b_ih[:, None, :], h_proj, carry)
         acts = _put(acts, acts_t, t)
         x_next = _at(acts, jnp.minimum(t + 1, steps - 1))
@@ -375,12 +408,18 @@ def _recurrence_bwd(
     w_hh, carry0, hs, acts, extra = residuals
     d_final, d_hs = cotangents
     steps = hs.shape[1]
-    w_t = jnp.swapaxes(w_hh, 1, 2).astype(dtype)  # [D, G*H, H]
+    if _reduces_per_step(w_hh, hs.shape[2], dtype):
 
-    def back_h(d_gates_h: jax.Array) -> jax.Array:
-        return jnp.einsum(
-            "dbg,dgh->dbh", d_gates_h.astype(dtype), w_t, preferred_element_type=jnp.float32
-        )
+        def back_h(d_gates_h: jax.Array) -> jax.Array:
+            return _multiply_reduce(d_gates_h, w_hh)
+
+    else:
+        w_t = jnp.swapaxes(w_hh, 1, 2).astype(dtype)  # [D, G*H, H]
+
+        def back_h(d_gates_h: jax.Array) -> jax.Array:
+            return jnp.einsum(
+                "dbg,dgh->dbh", d_gates_h.astype(dtype), w_t, preferred_element_type=jnp.float32
+            )
 
     def before(values: jax.Array, first: jax.Array, t: jax.Array) -> jax.Array:
         """values[:, t - 1], or the initial `first` at t = 0."""

@@ -79,3 +79,28 @@ def test_flush_to_zero_keeps_parity(name: str) -> None:
         torch.set_flush_denormal(False)
     assert {r.check for r in results} == set(suite.CHECKS)
     assert all(r.passed for r in results), [r for r in results if not r.passed]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm/latent/magenta", "gru/decoder/original"])
+def test_multiply_reduce_products_keep_parity(name: str, monkeypatch) -> None:
+    """Every recurrence's per-step products as a multiply and a sum (how the Flax model
+    runs a W_hh of `rnn.MULTIPLY_REDUCE_BYTES` or more over a few rows, e.g.
+    hierdec_mel_16bar's encoder at batch 8) pass every check with the same tolerances."""
+    import jax
+
+    from jax_musicvae import rnn
+
+    combo = next(c for c in COMBINATIONS if c.name == name)
+    monkeypatch.setattr(rnn, "MULTIPLY_REDUCE_BYTES", 0)
+    assert rnn._reduces_per_step(np.zeros((1, 4, 16), np.float32), suite.BATCH, np.float32)
+    jax.clear_caches()  # no trace made with the dot may be reused
+    try:
+        results = suite.run_combination(combo, "cpu")
+    finally:
+        jax.clear_caches()
+    assert {r.check for r in results} == set(suite.CHECKS)
+    failures = [
+        f"{r.check}: {r.max_error:.3g} > {r.tolerance:.0e}" for r in results if not r.passed
+    ]
+    assert not failures, "\n".join(failures)

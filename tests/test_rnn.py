@@ -165,3 +165,47 @@ def test_token_lookup_equals_the_one_hot_projection() -> None:
     lookup = jax.grad(lookup_loss)
     product = jax.grad(lambda w: jnp.sum(one_hot_projection(tokens, w) * weights))
     np.testing.assert_allclose(lookup(w_ih), product(w_ih), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("directions", [1, 2])
+def test_multiply_reduce_products_agree_with_the_dot(
+    cell: str, directions: int, monkeypatch
+) -> None:
+    """The per-step products as a multiply and a sum (large W_hh, few rows) give the
+    dot's outputs and gradients; the problem's 3 rows are within the rule's bounds."""
+    args, output_weights = _problem(cell, directions, seed=4)
+    dot_forward = rnn.recurrence(cell, jnp.dtype(jnp.float32), *args)
+    dot = _gradients(rnn.recurrence, cell, jnp.float32, args, output_weights)
+    monkeypatch.setattr(rnn, "MULTIPLY_REDUCE_BYTES", 0)
+    assert rnn._reduces_per_step(args[0], 3, jnp.float32)
+    reduced_forward = rnn.recurrence(cell, jnp.dtype(jnp.float32), *args)
+    reduced = _gradients(rnn.recurrence, cell, jnp.float32, args, output_weights)
+    plain = _gradients(rnn._scan_recurrence, cell, jnp.float32, args, output_weights)
+    for want, have in zip(
+        jax.tree.leaves(dot_forward), jax.tree.leaves(reduced_forward), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=1e-5, atol=1e-6)
+    for want, have, scan in zip(
+        jax.tree.leaves(dot), jax.tree.leaves(reduced), jax.tree.leaves(plain), strict=True
+    ):
+        scale = 1.0 + float(jnp.max(jnp.abs(want)))
+        assert float(jnp.max(jnp.abs(want - have))) <= 2e-6 * scale
+        assert float(jnp.max(jnp.abs(scan - have))) <= 2e-6 * scale
+        assert float(jnp.max(jnp.abs(want))) > 1e-3
+
+
+def test_multiply_reduce_rule() -> None:
+    """Only float32 products with W_hh of MULTIPLY_REDUCE_BYTES or more (one direction)
+    over 2 to MULTIPLY_REDUCE_ROWS rows reduce (one row is a matrix-vector product,
+    which the dot does at the memory's speed)."""
+    hidden = 2048  # 64 MB a direction: hierdec_mel_16bar's encoder
+    big = jax.ShapeDtypeStruct((1, hidden, 4 * hidden), jnp.float32)
+    small = jax.ShapeDtypeStruct((2, 512, 2048), jnp.float32)
+    assert big.shape[1] * big.shape[2] * 4 >= rnn.MULTIPLY_REDUCE_BYTES
+    assert rnn._reduces_per_step(big, 8, jnp.float32)
+    assert rnn._reduces_per_step(big, rnn.MULTIPLY_REDUCE_ROWS, jnp.float32)
+    assert not rnn._reduces_per_step(big, 1, jnp.float32)
+    assert not rnn._reduces_per_step(big, rnn.MULTIPLY_REDUCE_ROWS + 1, jnp.float32)
+    assert not rnn._reduces_per_step(big, 8, jnp.bfloat16)
+    assert not rnn._reduces_per_step(small, 8, jnp.float32)
