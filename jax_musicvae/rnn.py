@@ -11,9 +11,10 @@ gate gradients, over the projected input in place, so training holds one
 [D, T, B, G*H] array per layer. The two directions of a bidirectional layer share
 one input projection and one loop, except where a direction's W_hh is large: then
 they run one loop after the other, as torch does, so each loop keeps its one W_hh
-in cache, and where it is larger than the cache and the rows are few, each step's
-product runs as a multiply and a sum rather than a dot (`MULTIPLY_REDUCE_BYTES`); on a GPU the bidirectional LSTM encoder can run as jax.experimental.rnn's
-cuDNN kernel instead (opt-in). Measured speed and memory effects of these choices:
+in cache; where it is larger than the CPU's cache and the rows are few, each step's
+product runs as a multiply and a sum rather than a dot (`MULTIPLY_REDUCE_BYTES`). On
+a GPU the bidirectional LSTM encoder can run as jax.experimental.rnn's cuDNN kernel
+instead (opt-in). Measured speed and memory effects of these choices:
 docs/benchmarks.md.
 
 A carry is a tuple: `(h, c)` for an LSTM layer, `(h,)` for a GRU layer.
@@ -278,9 +279,11 @@ MULTIPLY_REDUCE_ROWS = 32
 
 
 def _reduces_per_step(w_hh: jax.Array, rows: int, dtype: jnp.dtype) -> bool:
-    """Whether the per-step products with w_hh [D, H, G*H] over `rows` rows reduce."""
+    """Whether the per-step products with w_hh [D, H, G*H] over `rows` rows reduce (on
+    the CPU only: measured there)."""
     return (
-        jnp.dtype(dtype) == jnp.float32
+        jax.default_backend() == "cpu"
+        and jnp.dtype(dtype) == jnp.float32
         and 2 <= rows <= MULTIPLY_REDUCE_ROWS
         and math.prod(w_hh.shape[1:]) * jnp.dtype(w_hh.dtype).itemsize >= MULTIPLY_REDUCE_BYTES
     )
