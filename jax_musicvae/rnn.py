@@ -272,9 +272,10 @@ add_to_every_step.defvjp(_add_to_every_step_fwd, _add_to_every_step_bwd)
 MULTIPLY_REDUCE_BYTES = 48 << 20
 """Per-step products with a W_hh (one direction's) at least this large and 2 to
 MULTIPLY_REDUCE_ROWS rows run as a multiply and a sum over W_hh's contiguous axis
-instead of a dot (`_hidden_projection`, `_recurrence_bwd`): with W_hh too large for the
-cache and a few rows, the dot kernels read it at 14-16 GB/s and the reduction at 20-22
-GB/s (hierdec_mel_16bar's encoder, 64 MB; docs/benchmarks.md, "Session 22")."""
+instead of a dot (`_hidden_projection`, `_recurrence_bwd`). With W_hh larger than the
+cache and a few rows, XLA's dot kernels read it at a third of the memory's speed
+(hierdec_mel_16bar's encoder, 64 MB, 8 rows: 4.6 ms a product, the reduction 2.5 ms);
+within a layer a 16 MB W_hh gained nothing (docs/benchmarks.md, "Session 22")."""
 MULTIPLY_REDUCE_ROWS = 32
 
 
