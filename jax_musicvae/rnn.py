@@ -305,7 +305,7 @@ def _multiply_reduce(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _hidden_projection(
-    h: jax.Array, w: jax.Array, b_hh: jax.Array, dtype: jnp.dtype, reduce: bool = False
+    h: jax.Array, w: jax.Array, b_hh: jax.Array, dtype: jnp.dtype, reduce: bool
 ) -> jax.Array:
     """h W_hh + b_hh for D layers at once: h [D, B, H], b_hh [D, G*H] and w from
     `_step_weights` (w_hh [D, H, G*H], or its transpose where `reduce`)."""
